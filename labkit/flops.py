@@ -1,0 +1,319 @@
+"""Counting work: model FLOP by formula, measured FLOP by torch's counter, and what they buy.
+
+Conventions (the same as torch.utils.flop_counter.FlopCounterMode, so the two can be compared):
+a multiply-add is 2 FLOP; bias adds, softmax, normalisation and activations count 0 in the
+model formulas; a backward pass costs twice its forward (gradient w.r.t. the input and
+w.r.t. the weight, each a matmul of the same size).
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from .bench import benchmark
+
+# ---------------------------------------------------------------- model FLOP (formulas)
+
+
+def _check_int(name: str, value, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def matmul_flops(m: int, n: int, k: int, batch: int = 1) -> int:
+    """FLOP of `batch` products of an (m×k) by a (k×n) matrix: 2·batch·m·n·k."""
+    for name, v in (("m", m), ("n", n), ("k", k), ("batch", batch)):
+        _check_int(name, v)
+    return 2 * batch * m * n * k
+
+
+def linear_flops(tokens: int, in_features: int, out_features: int) -> int:
+    """FLOP of nn.Linear(in_features, out_features) applied to `tokens` vectors (bias not counted)."""
+    return matmul_flops(tokens, out_features, in_features)
+
+
+def attention_flops(seq_len: int, d_model: int, batch_size: int = 1, causal: bool = False) -> int:
+    """FLOP of the two attention matmuls, scores = Q·Kᵀ and out = P·V, summed over heads.
+
+    Heads split d_model, so the head count drops out: each matmul is 2·B·T·T·d_model.
+    causal=True counts only the (T² + T)/2 query-key pairs a causal mask keeps: the work a
+    kernel that skips masked blocks (FlashAttention) really does. FlopCounterMode and an eager
+    implementation compute the full T×T scores and then mask, so they count causal=False.
+    """
+    _check_int("seq_len", seq_len), _check_int("d_model", d_model), _check_int("batch_size", batch_size)
+    pairs = seq_len * (seq_len + 1) // 2 if causal else seq_len * seq_len
+    return 2 * (2 * batch_size * pairs * d_model)
+
+
+def gpt_block_flops(seq_len: int, d_model: int, batch_size: int = 1, causal: bool = False,
+                    mlp_ratio: int = 4) -> int:
+    """Forward FLOP of one GPT-2 block: QKV projection, attention, output projection, MLP.
+
+    Per token: QKV 2·d·3d, projection 2·d·d, MLP 2·2·d·(mlp_ratio·d): 24·d² for mlp_ratio 4.
+    """
+    _check_int("mlp_ratio", mlp_ratio)
+    tokens = _check_int("batch_size", batch_size) * _check_int("seq_len", seq_len)
+    d = _check_int("d_model", d_model)
+    dense = (linear_flops(tokens, d, 3 * d) + linear_flops(tokens, d, d)
+             + linear_flops(tokens, d, mlp_ratio * d) + linear_flops(tokens, mlp_ratio * d, d))
+    return dense + attention_flops(seq_len, d, batch_size, causal)
+
+
+def transformer_flops(config, seq_len: int, batch_size: int = 1, backward: bool = False,
+                      causal: bool = False) -> int:
+    """FLOP of a GPT-2-style language model (n_layer blocks + the LM head) on one batch.
+
+    config: a transformers GPT2Config, or any object with n_layer, n_embd, n_head, vocab_size
+        (n_inner, when set and not None, is the MLP width; else 4·n_embd).
+    backward=True: forward + backward (3× the forward, as FlopCounterMode counts it).
+    causal=True: attention counts only unmasked pairs (see attention_flops).
+    GPT-2 small (12 layers, 768 wide, vocab 50257) at seq_len 1024: 291,648,307,200 forward.
+    """
+    missing = [a for a in ("n_layer", "n_embd", "n_head", "vocab_size") if not hasattr(config, a)]
+    if missing:
+        raise TypeError(f"config must have n_layer, n_embd, n_head and vocab_size; "
+                        f"{type(config).__name__} lacks {', '.join(missing)}")
+    n_layer, d, n_head, vocab = (_check_int(f"config.{a}", getattr(config, a))
+                                 for a in ("n_layer", "n_embd", "n_head", "vocab_size"))
+    if d % n_head:
+        raise ValueError(f"config.n_embd ({d}) must be divisible by config.n_head ({n_head})")
+    inner = getattr(config, "n_inner", None) or 4 * d
+    if inner % d:
+        raise ValueError(f"config.n_inner ({inner}) must be a multiple of n_embd ({d}) here")
+    block = gpt_block_flops(seq_len, d, batch_size, causal, mlp_ratio=inner // d)
+    head = linear_flops(batch_size * seq_len, d, vocab)
+    forward = n_layer * block + head
+    return 3 * forward if backward else forward
+
+
+def training_flops(n_params: float, n_tokens: float) -> float:
+    """The 6·N·D rule of thumb: FLOP to train N parameters on D tokens (2 forward + 4 backward)."""
+    if n_params <= 0 or n_tokens <= 0:
+        raise ValueError(f"n_params and n_tokens must be > 0, got {n_params}, {n_tokens}")
+    return 6.0 * n_params * n_tokens
+
+
+# ---------------------------------------------------------------- measured FLOP (FlopCounterMode)
+
+
+def count_flops(fn, *args, **kwargs) -> tuple[int, dict[str, int]]:
+    """Run fn(*args, **kwargs) under FlopCounterMode; return (total FLOP, FLOP per aten op).
+
+    The counter sees the aten ops torch dispatches and has a formula only for some of them
+    (matmuls, convolutions, some attention kernels). Ops it has no formula for count 0.
+    """
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn(*args, **kwargs)
+    by_op = {str(op): int(v)
+             for op, v in counter.get_flop_counts().get("Global", {}).items()}
+    return int(counter.get_total_flops()), by_op
+
+
+# ---------------------------------------------------------------- rates, MFU, roofline
+
+
+def flop_rate(flops: float, seconds: float) -> float:
+    """Achieved FLOP/s."""
+    if seconds <= 0:
+        raise ValueError(f"seconds must be > 0, got {seconds!r}")
+    if flops < 0:
+        raise ValueError(f"flops must be >= 0, got {flops!r}")
+    return flops / seconds
+
+
+def mfu(flops: float, seconds: float, peak_flops: float) -> float:
+    """Model FLOP utilisation: achieved FLOP/s (model FLOP / time) as a fraction of a peak."""
+    if peak_flops <= 0:
+        raise ValueError(f"peak_flops must be > 0 FLOP/s, got {peak_flops!r}")
+    return flop_rate(flops, seconds) / peak_flops
+
+
+def training_days(total_flops: float, n_gpus: int, peak_flops: float, mfu: float) -> float:
+    """Wall-clock days to do `total_flops` on n_gpus, each reaching mfu × peak_flops."""
+    _check_int("n_gpus", n_gpus)
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu must be in (0, 1], got {mfu!r}")
+    if total_flops <= 0 or peak_flops <= 0:
+        raise ValueError(f"total_flops and peak_flops must be > 0, got {total_flops}, {peak_flops}")
+    return total_flops / (n_gpus * peak_flops * mfu) / 86400.0
+
+
+def arithmetic_intensity(flops: float, nbytes: float) -> float:
+    """FLOP per byte moved to or from main memory."""
+    if nbytes <= 0:
+        raise ValueError(f"nbytes must be > 0, got {nbytes!r}")
+    return flops / nbytes
+
+
+def attainable_flops(intensity: float, peak_flops: float, peak_bytes_per_s: float) -> float:
+    """The roofline: min(peak FLOP/s, intensity × peak bandwidth)."""
+    if intensity < 0 or peak_flops <= 0 or peak_bytes_per_s <= 0:
+        raise ValueError("intensity must be >= 0 and the peaks > 0, got "
+                         f"{intensity}, {peak_flops}, {peak_bytes_per_s}")
+    return min(peak_flops, intensity * peak_bytes_per_s)
+
+
+@dataclass
+class OpPoint:
+    """One measured operation on the roofline."""
+    name: str
+    flops: float      # FLOP of one call (model count)
+    nbytes: float     # bytes one call must at least read + write in main memory
+    seconds: float    # median time of one call
+
+    @property
+    def intensity(self) -> float:
+        return arithmetic_intensity(self.flops, self.nbytes)
+
+    @property
+    def flop_rate(self) -> float:
+        return self.flops / self.seconds
+
+    @property
+    def bytes_per_s(self) -> float:
+        return self.nbytes / self.seconds
+
+
+# Estimated FLOP per element for ops FlopCounterMode gives 0 (exp, max, divide… each counted 1).
+SOFTMAX_FLOP_PER_ELEMENT = 5      # max, subtract, exp, sum, divide
+LAYERNORM_FLOP_PER_ELEMENT = 8    # mean, subtract, square, mean, rsqrt-multiply, scale, shift, +eps
+
+
+def roofline_ops(device, sizes=(256, 1024, 2048), elements: int = 2**24, dtype=torch.float32,
+                 min_time_s: float = 0.1) -> list[OpPoint]:
+    """Measure the ops that the roofline places: square matmuls, a matrix-vector product,
+    an elementwise add, a row softmax and a layer norm. Bytes are the minimum traffic:
+    each input read once and each output written once. `elements` sizes the memory-bound ops
+    (and the matrix-vector product, 4·elements entries): keep it well past the last-level cache,
+    or the points measure the cache, not main memory."""
+    device = torch.device(device)
+    size = torch.tensor([], dtype=dtype).element_size()
+    points = []
+    for n in sizes:
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        t = benchmark(lambda: a @ b, device=device, min_time_s=min_time_s)
+        points.append(OpPoint(f"matmul {n}³", matmul_flops(n, n, n), 3 * n * n * size, t.median_s))
+    n = math.isqrt(4 * elements)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    v = torch.randn(n, 1, device=device, dtype=dtype)
+    t = benchmark(lambda: a @ v, device=device, min_time_s=min_time_s)
+    points.append(OpPoint(f"matvec {n}×{n}", matmul_flops(n, 1, n), (n * n + 2 * n) * size, t.median_s))
+    x, y = torch.randn(elements, device=device, dtype=dtype), torch.randn(elements, device=device, dtype=dtype)
+    z = torch.empty_like(x)  # preallocated: a fresh 64 MB output would time page faults, not the add
+    t = benchmark(lambda: torch.add(x, y, out=z), device=device, min_time_s=min_time_s)
+    points.append(OpPoint("add", elements, 3 * elements * size, t.median_s))
+    rows = x.view(-1, 1024)
+    t = benchmark(lambda: torch.softmax(rows, dim=-1), device=device, min_time_s=min_time_s)
+    points.append(OpPoint("softmax", SOFTMAX_FLOP_PER_ELEMENT * elements, 2 * elements * size, t.median_s))
+    t = benchmark(lambda: F.layer_norm(rows, (1024,)), device=device, min_time_s=min_time_s)
+    points.append(OpPoint("layernorm", LAYERNORM_FLOP_PER_ELEMENT * elements, 2 * elements * size, t.median_s))
+    return points
+
+
+# ---------------------------------------------------------------- data movement in a transformer
+
+
+class EncoderLayer(nn.Module):
+    """A BERT encoder layer written op by op (no fused attention), so that a profiler sees
+    every matmul, softmax, layer norm and elementwise op separately, as in
+    "Data Movement Is All You Need" (Ivanov et al., arXiv:2007.00072)."""
+
+    def __init__(self, d_model: int = 1024, n_head: int = 16, d_ff: int = 4096, dropout: float = 0.1):
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_head ({n_head})")
+        self.n_head = n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+        self.fc1, self.fc2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        H = self.n_head
+        q, k, v = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D // H))
+        attn = self.drop(torch.softmax(scores, dim=-1)) @ v
+        x = self.ln1(x + self.drop(self.proj(attn.transpose(1, 2).reshape(B, T, D))))
+        return self.ln2(x + self.drop(self.fc2(self.drop(F.gelu(self.fc1(x))))))
+
+
+CONTRACTION = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm"}
+NORMALIZATION = {"aten::_softmax": SOFTMAX_FLOP_PER_ELEMENT,
+                 "aten::_softmax_backward_data": SOFTMAX_FLOP_PER_ELEMENT,
+                 "aten::native_layer_norm": LAYERNORM_FLOP_PER_ELEMENT,
+                 "aten::native_layer_norm_backward": LAYERNORM_FLOP_PER_ELEMENT}
+ELEMENTWISE = {"aten::add": 1, "aten::add_": 1, "aten::mul": 1, "aten::mul_": 1, "aten::div": 1,
+               "aten::gelu": 8, "aten::gelu_backward": 8, "aten::native_dropout": 2,
+               "aten::native_dropout_backward": 1, "aten::bernoulli_": 1}
+CLASSES = ("tensor contraction", "statistical normalization", "element-wise", "other")
+
+
+def op_class(name: str) -> str:
+    """The operator class of an aten op name, as in Ivanov et al.'s table."""
+    if name in CONTRACTION:
+        return "tensor contraction"
+    if name in NORMALIZATION:
+        return "statistical normalization"
+    if name in ELEMENTWISE:
+        return "element-wise"
+    return "other"
+
+
+def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True,
+                        iters: int = 3) -> list[dict]:
+    """Profile layer(x) (and its backward) and split FLOP and runtime by operator class.
+
+    FLOP of tensor contractions come from FlopCounterMode (exact); FLOP of normalisation and
+    element-wise ops are estimated per element (see NORMALIZATION / ELEMENTWISE costs), since
+    the counter gives them 0. Runtime is each op's self time (CPU time on a CPU, kernel time
+    on a GPU) summed over `iters` profiled iterations. "other" collects copies, reshapes,
+    reductions and allocation: data movement with no arithmetic.
+    Returns one dict per class: {"class", "flops", "seconds", "flop_pct", "runtime_pct"}.
+    """
+    from torch.profiler import ProfilerActivity, profile
+    _check_int("iters", iters)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if backward:  # as for a layer inside a stack: the gradient w.r.t. its input is computed too
+        x = x.detach().requires_grad_()
+
+    def step():
+        out = layer(x)
+        if backward:
+            out.sum().backward()
+
+    for _ in range(2):  # warm-up: allocator, caches, lazy init
+        step()
+    cuda = x.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(iters):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+    contraction_flops, _ = count_flops(step)
+    flops = dict.fromkeys(CLASSES, 0.0)
+    flops["tensor contraction"] = float(contraction_flops)
+    seconds = dict.fromkeys(CLASSES, 0.0)
+    for evt in prof.key_averages(group_by_input_shape=True):
+        if cuda:
+            us = getattr(evt, "self_device_time_total", None)
+            us = getattr(evt, "self_cuda_time_total", 0) if us is None else us
+        else:
+            us = evt.self_cpu_time_total
+        cls = op_class(evt.key)
+        seconds[cls] += us * 1e-6
+        cost = NORMALIZATION.get(evt.key) or ELEMENTWISE.get(evt.key)
+        if cost and evt.input_shapes and evt.input_shapes[0]:
+            flops[cls] += cost * math.prod(evt.input_shapes[0]) * evt.count / iters
+    total_f, total_s = sum(flops.values()), sum(seconds.values())
+    return [{"class": c, "flops": flops[c], "seconds": seconds[c] / iters,
+             "flop_pct": 100 * flops[c] / total_f, "runtime_pct": 100 * seconds[c] / total_s}
+            for c in CLASSES]

@@ -1,0 +1,18 @@
+import os
+
+import pytest
+import torch
+
+# Tests never touch the user's cache of measured peaks.
+os.environ.setdefault("LABKIT_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache", "test"))
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

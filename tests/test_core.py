@@ -1,0 +1,136 @@
+"""labkit core: seeding, device choice, the timer, hardware peaks, setup()."""
+import json
+import time
+
+import pytest
+import torch
+
+import labkit
+from labkit import bench, device, hw
+from labkit.seed import seed_everything
+
+
+def test_seed_everything_repeats_random_draws():
+    seed_everything(123)
+    a = (torch.rand(5), __import__("numpy").random.rand(3), __import__("random").random())
+    seed_everything(123)
+    b = (torch.rand(5), __import__("numpy").random.rand(3), __import__("random").random())
+    assert torch.equal(a[0], b[0]) and (a[1] == b[1]).all() and a[2] == b[2]
+    seed_everything(124)
+    assert not torch.equal(torch.rand(5), a[0])
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, 1.5, "0", True])
+def test_seed_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(bad)
+
+
+def test_pick_device(monkeypatch):
+    monkeypatch.delenv("LABKIT_DEVICE", raising=False)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert device.pick_device().type == expected
+    assert device.pick_device("cpu").type == "cpu"
+    monkeypatch.setenv("LABKIT_DEVICE", "cpu")
+    assert device.pick_device().type == "cpu"
+    with pytest.raises(ValueError, match="prefer"):
+        device.pick_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_pick_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no CUDA GPU"):
+        device.pick_device("cuda")
+
+
+def test_describe_machine_names_hardware_and_torch():
+    line = device.describe_machine("cpu")
+    assert "CPU" in line and torch.__version__ in line and "\n" not in line
+    assert device.machine_key("cpu") == device.machine_key("cpu")
+    assert " " not in device.machine_key("cpu")
+
+
+def test_benchmark_measures_a_known_sleep():
+    t = bench.benchmark(lambda: time.sleep(0.01), warmup=1, min_repeats=5, min_time_s=0)
+    assert t.n == 5
+    assert 0.0095 < t.median_s < 0.05
+    assert t.q25_s <= t.median_s <= t.q75_s
+    assert "ms" in str(t)
+
+
+def test_benchmark_warms_up_and_repeats_until_min_time():
+    calls = []
+    t = bench.benchmark(lambda: calls.append(1), warmup=4, min_repeats=3, max_repeats=50, min_time_s=10)
+    assert t.n == 50 and len(calls) == 54  # stops at max_repeats, after 4 untimed warm-ups
+
+
+@pytest.mark.parametrize("kwargs, match", [({"warmup": -1}, "warmup"), ({"min_repeats": 0}, "min_repeats"),
+                                           ({"min_repeats": 5, "max_repeats": 2}, "max_repeats"),
+                                           ({"min_time_s": -1}, "min_time_s")])
+def test_benchmark_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bench.benchmark(lambda: None, **kwargs)
+    with pytest.raises(TypeError, match="callable"):
+        bench.benchmark(42)
+
+
+def test_format_helpers():
+    assert bench.format_seconds(0.00123) == "1.23 ms"
+    assert bench.format_seconds(2.5) == "2.5 s"
+    assert hw.format_rate(1.5e12) == "1.5 TFLOP/s"
+    assert hw.format_rate(3.35e12, "B/s") == "3.35 TB/s"
+
+
+def test_datasheets_match_the_decks():
+    # Dense figures: the datasheets' tensor-core numbers are quoted with 2:4 sparsity (×2).
+    h100 = hw.datasheet("NVIDIA H100 80GB HBM3")
+    assert h100["fp16"] == 989.5e12 and h100["fp32"] == 67e12 and h100["mem_bytes_per_s"] == 3.35e12
+    assert hw.datasheet("NVIDIA H100 NVL")["mem_bytes_per_s"] == 3.9e12
+    assert hw.datasheet("NVIDIA A100-SXM4-80GB")["fp16"] == 312e12
+    assert hw.datasheet("NVIDIA A100 80GB PCIe")["mem_bytes_per_s"] == 1.935e12
+    assert hw.datasheet("Intel(R) Xeon(R)") is None
+
+
+def test_measured_matmul_and_copy_are_plausible():
+    f = hw.measure_matmul_flops("fp32", n=256, device="cpu", min_time_s=0.05)
+    assert 1e8 < f < 1e14  # between an old phone and a GPU: a sanity bound, not a target
+    bw = hw.measure_copy_bandwidth(2**22, device="cpu", min_time_s=0.05)
+    assert 1e8 < bw < 1e13
+    with pytest.raises(ValueError, match="dtype"):
+        hw.measure_matmul_flops("fp7")
+    with pytest.raises(ValueError, match="tf32"):
+        hw.measure_matmul_flops("tf32", device="cpu")
+
+
+def test_measured_peaks_are_cached_per_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(hw, "measure_matmul_flops", lambda d, device: calls.append(d) or 1e9)
+    monkeypatch.setattr(hw, "measure_copy_bandwidth", lambda device: 2e9)
+    p1 = hw.measured_peaks("cpu")
+    p2 = hw.measured_peaks("cpu")
+    assert p1 == p2 and len(calls) == 3  # measured once, then read back
+    stored = json.loads((tmp_path / "peaks.json").read_text())
+    assert stored[device.machine_key("cpu")]["copy_bytes_per_s"] == 2e9
+    hw.measured_peaks("cpu", refresh=True)
+    assert len(calls) == 6
+    (tmp_path / "peaks.json").write_text("{not json")
+    assert hw.measured_peaks("cpu")["matmul_flops"]["fp32"] == 1e9  # corrupt cache: re-measured
+
+
+def test_setup_prints_machine_and_peaks(capsys):
+    lab = labkit.setup(seed=7, device="cpu")
+    out = capsys.readouterr().out
+    assert lab.device.type == "cpu" and lab.seed == 7 and not lab.is_gpu
+    assert "CPU" in out and "FLOP/s" in out and "B/s" in out
+    assert lab.peaks["matmul_flops"]["fp32"] > 0
+
+
+@pytest.mark.gpu
+def test_gpu_peaks_are_below_datasheet():
+    peaks = hw.measured_peaks("cuda", refresh=True)
+    sheet = hw.datasheet(peaks["device"])
+    if sheet is None:
+        pytest.skip(f"no datasheet for {peaks['device']}")
+    assert 0.3 * sheet["fp16"] < peaks["matmul_flops"]["fp16"] < 1.05 * sheet["fp16"]
+    assert 0.3 * sheet["mem_bytes_per_s"] < peaks["copy_bytes_per_s"] < 1.05 * sheet["mem_bytes_per_s"]

@@ -1,0 +1,115 @@
+"""labkit.flops: formulas against FlopCounterMode on real transformers models, rates, roofline."""
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from labkit import flops as F
+
+
+def test_gpt2_small_reference_values():
+    cfg = GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=50257)
+    assert F.transformer_flops(cfg, 1024) == 291_648_307_200
+    assert F.transformer_flops(cfg, 1024, backward=True) == 874_944_921_600
+
+
+def _counted(cfg, seq_len, batch, backward):
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(cfg)
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq_len))
+
+    def run():
+        out = model(ids)
+        if backward:
+            out.logits.float().pow(2).mean().backward()
+    return F.count_flops(run)[0]
+
+
+@pytest.mark.parametrize("n_layer, n_embd, n_head, vocab, seq_len, batch, n_inner", [
+    (2, 64, 4, 101, 16, 2, None),
+    (1, 96, 3, 50, 33, 1, None),
+    (3, 32, 2, 257, 8, 3, 64),
+])
+@pytest.mark.parametrize("backward", [False, True])
+def test_transformer_flops_equals_flop_counter(n_layer, n_embd, n_head, vocab, seq_len, batch, n_inner, backward):
+    cfg = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=vocab, n_positions=64,
+                     n_inner=n_inner, attn_implementation="eager")
+    assert F.transformer_flops(cfg, seq_len, batch, backward=backward) == _counted(cfg, seq_len, batch, backward)
+
+
+def test_causal_counts_only_the_kept_pairs():
+    full = F.attention_flops(8, 16)
+    causal = F.attention_flops(8, 16, causal=True)
+    assert full == 4 * 8 * 8 * 16 and causal == 4 * 36 * 16  # 36 = 8·9/2 kept query-key pairs
+    cfg = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=100)
+    diff = F.transformer_flops(cfg, 10) - F.transformer_flops(cfg, 10, causal=True)
+    assert diff == 2 * 4 * (100 - 55) * 64
+
+
+def test_linear_and_matmul_flops_equal_counter():
+    x, w = torch.randn(7, 13), torch.randn(5, 13)
+    assert F.count_flops(torch.nn.functional.linear, x, w)[0] == F.linear_flops(7, 13, 5)
+    a, b = torch.randn(3, 4, 6), torch.randn(3, 6, 9)
+    total, by_op = F.count_flops(torch.bmm, a, b)
+    assert total == F.matmul_flops(4, 9, 6, batch=3) and sum(by_op.values()) == total
+
+
+def test_cpu_sdpa_is_invisible_to_the_counter():
+    # The blind spot lab 01 shows: FlopCounterMode has no formula for the CPU flash kernel.
+    q = torch.randn(1, 2, 16, 8)
+    assert F.count_flops(torch.nn.functional.scaled_dot_product_attention, q, q, q)[0] == 0
+    assert F.attention_flops(16, 16) > 0
+
+
+def test_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="seq_len"):
+        F.transformer_flops(GPT2Config(), 0)
+    with pytest.raises(ValueError, match="batch_size"):
+        F.transformer_flops(GPT2Config(), 8, batch_size=-2)
+    with pytest.raises(TypeError, match="n_layer"):
+        F.transformer_flops(object(), 8)
+    with pytest.raises(ValueError, match="n_head"):
+        F.transformer_flops(GPT2Config(n_embd=100, n_head=3), 8)
+    with pytest.raises(ValueError, match="mfu"):
+        F.training_days(2e25, 100, 1e15, mfu=1.5)
+    with pytest.raises(ValueError, match="seconds"):
+        F.mfu(1e9, 0, 1e12)
+    with pytest.raises(ValueError, match="nbytes"):
+        F.arithmetic_intensity(1.0, 0)
+
+
+def test_rates_mfu_and_training_time():
+    assert F.flop_rate(1e12, 2.0) == 5e11
+    assert F.mfu(1e12, 2.0, 1e12) == pytest.approx(0.5)
+    # 2e25 FLOP on 20,000 A100s (312 TFLOP/s bf16) at 35% MFU: about 106 days.
+    assert F.training_days(2e25, 20_000, 312e12, 0.35) == pytest.approx(2e25 / (20_000 * 312e12 * 0.35) / 86400)
+    assert 100 < F.training_days(2e25, 20_000, 312e12, 0.35) < 110
+    assert F.training_flops(1e9, 2e10) == 1.2e20
+
+
+def test_roofline():
+    assert F.attainable_flops(0.1, 1e12, 1e11) == pytest.approx(1e10)   # memory bound
+    assert F.attainable_flops(100.0, 1e12, 1e11) == 1e12                # compute bound
+    pts = F.roofline_ops("cpu", sizes=(64, 128), elements=2**16, min_time_s=0.0)
+    names = [p.name for p in pts]
+    assert names[:2] == ["matmul 64³", "matmul 128³"] and {"add", "softmax", "layernorm"} <= set(names)
+    assert all(p.seconds > 0 and p.flop_rate > 0 for p in pts)
+    # matmuls reuse data, elementwise ops do not
+    assert pts[1].intensity > pts[0].intensity > 10 > 1 > next(p for p in pts if p.name == "add").intensity
+
+
+def test_data_movement_table_splits_flop_and_time():
+    torch.manual_seed(0)
+    d, h, ff, B, T = 64, 4, 256, 2, 32
+    layer = F.EncoderLayer(d, h, ff)
+    rows = {r["class"]: r for r in F.data_movement_table(layer, torch.randn(B, T, d), iters=2)}
+    assert set(rows) == set(F.CLASSES)
+    assert sum(r["flop_pct"] for r in rows.values()) == pytest.approx(100)
+    assert sum(r["runtime_pct"] for r in rows.values()) == pytest.approx(100)
+    N = B * T
+    forward = 2 * N * d * 3 * d + 2 * N * d * d + 2 * 2 * N * d * ff + 4 * B * T * T * d
+    assert rows["tensor contraction"]["flops"] == 3 * forward       # exact, forward + backward
+    assert rows["tensor contraction"]["flop_pct"] > 90
+    assert rows["statistical normalization"]["flops"] > 0 and rows["element-wise"]["flops"] > 0
+    assert all(r["seconds"] > 0 for c, r in rows.items() if c != "other")
+    with pytest.raises(ValueError, match="n_head"):
+        F.EncoderLayer(65, 4)

@@ -179,6 +179,31 @@ class OpPoint:
         return self.nbytes / self.seconds
 
 
+def matmul_sweep(device, sizes, dtypes=("fp32",), min_time_s: float = 0.1) -> list[dict]:
+    """Time square n×n×n matmuls for each size and dtype; return rows with the achieved rate.
+
+    Small matmuls cannot fill the machine (launch overhead, too little parallel work, data
+    not reused enough): the sweep shows how large a matmul must be to approach the peak.
+    Rows: {"n", "dtype", "flops", "seconds", "flop_rate"}.
+    """
+    from tqdm.auto import tqdm
+    names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    device = torch.device(device)
+    rows = []
+    for dtype in dtypes:
+        if dtype not in names:
+            raise ValueError(f"dtypes must be among {sorted(names)}, got {dtype!r}")
+    for dtype in dtypes:
+        for n in tqdm(sizes, desc=f"matmul sweep {dtype}", leave=False):
+            _check_int("size", n)
+            a = torch.randn(n, n, device=device, dtype=names[dtype])
+            b = torch.randn(n, n, device=device, dtype=names[dtype])
+            t = benchmark(lambda: a @ b, device=device, min_time_s=min_time_s)
+            f = matmul_flops(n, n, n)
+            rows.append({"n": n, "dtype": dtype, "flops": f, "seconds": t.median_s, "flop_rate": f / t.median_s})
+    return rows
+
+
 # Estimated FLOP per element for ops FlopCounterMode gives 0 (exp, max, divide… each counted 1).
 SOFTMAX_FLOP_PER_ELEMENT = 5      # max, subtract, exp, sum, divide
 LAYERNORM_FLOP_PER_ELEMENT = 8    # mean, subtract, square, mean, rsqrt-multiply, scale, shift, +eps

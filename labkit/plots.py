@@ -16,11 +16,12 @@ def use_style() -> None:
 
 
 def roofline(peak_flops: float, peak_bytes_per_s: float, points=(), ax=None, title=None,
-             extra_roofs=()):
+             extra_roofs=(), memory_roofs=()):
     """Draw a roofline: attainable FLOP/s = min(peak FLOP/s, intensity × bandwidth), log-log.
 
     points: iterable of (label, arithmetic intensity in FLOP/byte, achieved FLOP/s).
     extra_roofs: iterable of (label, FLOP/s) horizontal lines, e.g. a datasheet peak.
+    memory_roofs: iterable of (label, bytes/s) further slanted roofs, e.g. a cache's bandwidth.
     Returns the matplotlib Axes.
     """
     import numpy as np
@@ -37,6 +38,8 @@ def roofline(peak_flops: float, peak_bytes_per_s: float, points=(), ax=None, tit
     for label, f in extra_roofs:
         ax.axhline(f, ls="--", color="gray", lw=1)
         ax.annotate(label, (x[0], f), va="bottom", fontsize=8, color="gray")
+    for label, bw in memory_roofs:
+        ax.loglog(x, np.minimum(peak_flops, x * bw), ls="--", color="gray", lw=1, label=label)
     for i, (label, ai, f) in enumerate(points):
         ax.loglog([ai], [f], "o", color=COLORS[(i + 1) % len(COLORS)], label=label)
     ax.set_xlabel("arithmetic intensity [FLOP/byte]")

@@ -42,11 +42,11 @@ test-grading: $(STAMP)
 
 # Instructor: student version of a lab into release/$(LAB)/ (solutions and hidden tests stripped).
 release: $(STAMP)
-	$(BIN)/nbgrader generate_assignment $(LAB) --force
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m labkit.grading release $(LAB)
 
 # Instructor: grade submitted/<student>/$(LAB)/ into autograded/ and the gradebook; print the scores.
 autograde: $(STAMP)
-	$(BIN)/python -m labkit.grading autograde $(LAB)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m labkit.grading autograde $(LAB)
 
 # Measure this machine's peaks again (matmul FLOP/s per dtype, copy bandwidth) and cache them.
 bench-peaks: $(STAMP)

@@ -1,0 +1,153 @@
+"""Grading with nbgrader: release student versions, autograde hand-ins, read the scores.
+
+The course root (the folder holding nbgrader_config.py) follows nbgrader's layout:
+    notebooks/<lab>/<lab>.ipynb             instructor source (solutions, hidden tests)
+    release/<lab>/                          student version (nbgrader generate_assignment)
+    submitted/<student>/<lab>/<lab>.ipynb   a hand-in
+    autograded/<student>/<lab>/             executed and scored (nbgrader autograde)
+This module drives the `nbgrader` command and reads `gradebook.db`. It adds one guard nbgrader
+leaves to the reader: a hand-in that could not be executed to the end (its kernel died, or
+nbgrader gave up on it) is reported as "failed" with no score, never as passing.
+
+Command line:  python -m labkit.grading autograde 01-flops [--root DIR] [--timeout S]
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    """One student's result on one lab."""
+    student: str
+    status: str                       # "graded" or "failed" (not executed to the end: no score)
+    score: float | None = None
+    max_score: float | None = None
+    cells: dict[str, tuple[float, float]] = field(default_factory=dict)  # grade_id -> (score, max)
+
+
+def _root(root) -> Path:
+    root = Path(root or REPO_ROOT)
+    if not (root / "nbgrader_config.py").exists():
+        raise FileNotFoundError(f"root={str(root)!r} is not a course root: it has no nbgrader_config.py")
+    return root
+
+
+def _check_lab(root: Path, lab: str) -> None:
+    if not (root / "notebooks" / lab).is_dir():
+        have = sorted(p.name for p in (root / "notebooks").iterdir() if p.is_dir())
+        raise ValueError(f"lab={lab!r} has no folder notebooks/{lab}/; labs here: {have}")
+
+
+def nbgrader(*args: str, root=None, timeout_s: float | None = None) -> subprocess.CompletedProcess:
+    """Run `nbgrader ARGS...` in the course root with this Python; return the finished process."""
+    cmd = [sys.executable, "-m", "nbgrader", *args]
+    # nbgrader calls the `alembic` command by name: put this environment's bin/ first on PATH.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    return subprocess.run(cmd, cwd=_root(root), capture_output=True, text=True, timeout=timeout_s, env=env)
+
+
+def release(lab: str, root=None) -> Path:
+    """Generate the student version of `lab` into release/<lab>/ and return that folder."""
+    root = _root(root)
+    _check_lab(root, lab)
+    p = nbgrader("generate_assignment", lab, "--force", root=root)
+    if p.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment {lab} failed:\n{p.stdout}\n{p.stderr}")
+    return root / "release" / lab
+
+
+def submit(lab: str, student: str, notebook, root=None) -> Path:
+    """Place a hand-in (a notebook file) at submitted/<student>/<lab>/<lab>.ipynb."""
+    root = _root(root)
+    _check_lab(root, lab)
+    if not student or not student.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"student must be letters, digits, '-' or '_', got {student!r}")
+    dest = root / "submitted" / student / lab / f"{lab}.ipynb"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(notebook, dest)
+    return dest
+
+
+def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=None) -> dict[str, Result]:
+    """Autograde every hand-in of `lab` (or only `students`) and return their results.
+
+    cell_timeout_s overrides the per-cell timeout of nbgrader_config.py. nbgrader's own exit
+    status is not used to decide anything: each student's result is read back from the
+    gradebook and the autograded folder (see scores).
+    """
+    root = _root(root)
+    _check_lab(root, lab)
+    students = students or sorted(p.parent.name for p in (root / "submitted").glob(f"*/{lab}"))
+    if not students:
+        raise FileNotFoundError(f"no hand-ins of {lab!r} under {root / 'submitted'}")
+    args = ["autograde", lab, "--force", "--create"]
+    if cell_timeout_s is not None:
+        args.append(f"--Execute.timeout={int(cell_timeout_s)}")
+    log = []
+    for student in students:
+        p = nbgrader(*args, f"--student={student}", root=root)
+        log.append(p.stdout + p.stderr)
+    results = scores(lab, root, students)
+    for r, text in zip(results.values(), log):
+        if r.status == "failed":
+            r.cells["log"] = text[-2000:]  # nbgrader's account of what went wrong
+    return results
+
+
+def scores(lab: str, root=None, students=None) -> dict[str, Result]:
+    """Read each student's autograded score from gradebook.db.
+
+    A student counts as graded only if nbgrader finished their notebook: its executed copy
+    exists in autograded/<student>/<lab>/ and every graded cell has a score. Otherwise the
+    result is "failed" with score None (nbgrader removes the folder when execution breaks off,
+    e.g. when the kernel dies).
+    """
+    from nbgrader.api import Gradebook, MissingEntry
+    root = _root(root)
+    out = {}
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        students = students or [s.student.id for s in gb.assignment_submissions(lab)]
+        for student in students:
+            done = (root / "autograded" / student / lab / f"{lab}.ipynb").exists()
+            try:
+                sub = gb.find_submission(lab, student)
+            except MissingEntry:
+                out[student] = Result(student, "failed")
+                continue
+            cells = {g.name: (g.score, g.max_score) for nb in sub.notebooks for g in nb.grades}
+            if not done or any(s is None for s, _ in cells.values()):
+                out[student] = Result(student, "failed", cells=cells)
+            else:
+                out[student] = Result(student, "graded", sub.score, sub.max_score, cells)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m labkit.grading", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("release", "autograde", "scores"):
+        p = sub.add_parser(name)
+        p.add_argument("lab")
+        p.add_argument("--root", default=None)
+        if name == "autograde":
+            p.add_argument("--timeout", type=int, default=None, help="seconds per cell")
+    a = ap.parse_args(argv)
+    if a.cmd == "release":
+        print(release(a.lab, a.root))
+        return 0
+    results = autograde(a.lab, a.root, a.timeout) if a.cmd == "autograde" else scores(a.lab, a.root)
+    from tabulate import tabulate
+    print(tabulate([[r.student, r.status, r.score, r.max_score] for r in results.values()],
+                   headers=["student", "status", "score", "max"]))
+    return 0 if all(r.status == "graded" for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The grading pipeline on lab 01, end to end with nbgrader: release, then autograde four hand-ins.
+
+Hand-ins: the instructor source (full marks), the blank release (0, and grading finishes),
+one with an infinite loop in exercise 2 (cut by the cell timeout, the rest still graded) and
+one whose kernel dies in exercise 2 (never scored as passing).
+"""
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labkit import grading
+
+LAB = "01-flops"
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.grading
+
+
+def _cells(nb, kind):
+    return {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if c.metadata.get("nbgrader", {}).get(kind)}
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    root = tmp_path_factory.mktemp("course")
+    shutil.copy(REPO / "nbgrader_config.py", root)
+    shutil.copytree(REPO / "notebooks" / LAB, root / "notebooks" / LAB)
+    grading.release(LAB, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def results(course):
+    src = nbformat.read(course / "notebooks" / LAB / f"{LAB}.ipynb", 4)
+    release = course / "release" / LAB / f"{LAB}.ipynb"
+    solutions = {gid: c.source for gid, c in _cells(src, "solution").items()}
+
+    def hand_in(student, overrides):
+        nb = nbformat.read(release, 4)
+        for gid, cell in _cells(nb, "solution").items():
+            cell.source = overrides.get(gid, solutions[gid])
+        path = course / f"{student}.ipynb"
+        nbformat.write(nb, path)
+        grading.submit(LAB, student, path, course)
+
+    grading.submit(LAB, "instructor", course / "notebooks" / LAB / f"{LAB}.ipynb", course)
+    grading.submit(LAB, "blank", release, course)
+    hand_in("loops", {"ex2-attention": "while True:\n    pass"})
+    hand_in("dies", {"ex2-attention": "import os\nos._exit(1)"})
+    return grading.autograde(LAB, course, cell_timeout_s=30)
+
+
+def test_student_version_has_no_solutions_and_no_hidden_tests(course):
+    src = nbformat.read(course / "notebooks" / LAB / f"{LAB}.ipynb", 4)
+    text = (course / "release" / LAB / f"{LAB}.ipynb").read_text()
+    student = nbformat.reads(text, 4)
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    for gid, cell in _cells(src, "solution").items():
+        body = cell.source.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
+        for line in filter(str.strip, body.splitlines()):
+            assert line.strip() not in text, f"solution line of {gid} leaked: {line.strip()!r}"
+        assert "raise NotImplementedError()" in _cells(student, "solution")[gid].source
+    for gid, cell in _cells(src, "grade").items():
+        hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+        assert hidden.strip() not in text, f"hidden tests of {gid} leaked"
+        visible = cell.source.split("### BEGIN HIDDEN TESTS")[0].strip()
+        assert _cells(student, "grade")[gid].source.strip() == visible  # visible asserts stay
+    assert sum(c.metadata["nbgrader"]["points"] for c in _cells(student, "grade").values()) == 10
+
+
+def test_instructor_source_gets_full_marks(results):
+    r = results["instructor"]
+    assert r.status == "graded" and r.score == r.max_score == 10
+
+
+def test_blank_release_gets_zero_and_grading_finishes(results):
+    r = results["blank"]
+    assert r.status == "graded" and r.score == 0 and r.max_score == 10
+    assert len(r.cells) == 5 and all(score == 0 for score, _ in r.cells.values())
+
+
+def test_infinite_loop_is_cut_and_other_exercises_still_graded(results):
+    r = results["loops"]
+    assert r.status == "graded"
+    assert r.cells["ex2-attention-tests"] == (0, 2)
+    others = {gid: s for gid, s in r.cells.items() if gid != "ex2-attention-tests"}
+    assert others and all(score == mx == 2 for score, mx in others.values())
+    assert r.score == 8
+
+
+def test_dead_kernel_is_not_scored_as_passing(results):
+    r = results["dies"]
+    assert r.status == "failed" and r.score is None
+    assert "Kernel died" in r.cells["log"]
+
+
+def test_cli_reports_scores_and_fails_on_a_failed_hand_in(results, course, capsys):
+    assert grading.main(["scores", LAB, "--root", str(course)]) == 1  # "dies" failed
+    out = capsys.readouterr().out
+    assert "instructor" in out and "failed" in out
+
+
+def test_bad_arguments_are_clear(course, tmp_path):
+    with pytest.raises(ValueError, match="lab='99-nope'"):
+        grading.release("99-nope", course)
+    with pytest.raises(FileNotFoundError, match="nbgrader_config.py"):
+        grading.release(LAB, tmp_path)
+    with pytest.raises(ValueError, match="student"):
+        grading.submit(LAB, "../evil", course / "blank.ipynb", course)

@@ -12,7 +12,7 @@ NO_BROWSER ?=
 LAB    ?= 01-flops
 PYTEST_ARGS ?=
 
-.PHONY: install lab test test-unit test-notebooks test-grading release autograde bench-peaks clean
+.PHONY: install lab test test-unit test-notebooks test-grading release autograde bench-peaks slides clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"labkit needs Python 3.11, {sys.executable} is {sys.version.split()[0]}"'
@@ -25,7 +25,8 @@ install: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/python -m ipykernel install --user --name labkit --display-name "Python (labkit)" >/dev/null
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --port=$(PORT) $(if $(NO_BROWSER),--no-browser --ip=127.0.0.1)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --port=$(PORT) $(if $(NO_BROWSER),--no-browser --ip=127.0.0.1) \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Everything: unit tests, every notebook in quick mode (nbval), the grading pipeline.
 test: $(STAMP)
@@ -51,6 +52,12 @@ autograde: $(STAMP)
 # Measure this machine's peaks again (matmul FLOP/s per dtype, copy bandwidth) and cache them.
 bench-peaks: $(STAMP)
 	$(BIN)/python -c "import labkit; from labkit import hw; print(hw.describe_peaks(hw.measured_peaks(refresh=True)))"
+
+# Per-lab slides (reveal.js HTML) from the notebooks' markdown and code, into slides/.
+slides: $(STAMP)
+	for nb in notebooks/*/*.ipynb; do \
+		$(BIN)/jupyter nbconvert --to slides --output-dir slides "$$nb" || exit 1; \
+	done
 
 clean:
 	rm -rf release autograded feedback gradebook.db .pytest_cache .cache

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 
 import torch
 
-from . import bench, device, hw, plots, seed
+from . import bench, device, hw, plots, record, seed
 from .bench import benchmark
 from .device import describe_machine, pick_device
 from .seed import seed_everything
 
 __version__ = "0.1.0"
 __all__ = ["setup", "Lab", "benchmark", "pick_device", "describe_machine", "seed_everything",
-           "bench", "device", "hw", "plots", "seed"]
+           "bench", "device", "hw", "plots", "record", "seed"]
 
 
 @dataclass

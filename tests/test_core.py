@@ -134,3 +134,21 @@ def test_gpu_peaks_are_below_datasheet():
         pytest.skip(f"no datasheet for {peaks['device']}")
     assert 0.3 * sheet["fp16"] < peaks["matmul_flops"]["fp16"] < 1.05 * sheet["fp16"]
     assert 0.3 * sheet["mem_bytes_per_s"] < peaks["copy_bytes_per_s"] < 1.05 * sheet["mem_bytes_per_s"]
+
+
+def test_recorded_measurements_round_trip_with_provenance(tmp_path):
+    from labkit import record
+    path = record.save("demo-sweep", {"n": [1, 2], "flop_rate": [1e9, 2e9]}, device="cpu",
+                       command="python bench.py", root=tmp_path)
+    rec = record.load("demo-sweep", root=tmp_path)
+    assert path.exists() and rec["results"]["flop_rate"] == [1e9, 2e9]
+    p = rec["provenance"]
+    assert p["command"] == "python bench.py" and p["torch"] == torch.__version__ and "CPU" in p["machine"]
+    assert "RECORDED" in record.describe(rec) and "python bench.py" in record.describe(rec)
+    with pytest.raises(FileNotFoundError, match="demo-sweep"):
+        record.load("missing", root=tmp_path)
+    with pytest.raises(ValueError, match="name"):
+        record.save("../escape", {}, root=tmp_path)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="provenance"):
+        record.load("bad", root=tmp_path)

@@ -44,7 +44,8 @@ def attention_flops(seq_len: int, d_model: int, batch_size: int = 1, causal: boo
     kernel that skips masked blocks (FlashAttention) really does. FlopCounterMode and an eager
     implementation compute the full T×T scores and then mask, so they count causal=False.
     """
-    _check_int("seq_len", seq_len), _check_int("d_model", d_model), _check_int("batch_size", batch_size)
+    for name, value in (("seq_len", seq_len), ("d_model", d_model), ("batch_size", batch_size)):
+        _check_int(name, value)
     pairs = seq_len * (seq_len + 1) // 2 if causal else seq_len * seq_len
     return 2 * (2 * batch_size * pairs * d_model)
 
@@ -298,10 +299,11 @@ def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True
     FLOP of tensor contractions come from FlopCounterMode (exact); FLOP of normalisation and
     element-wise ops are estimated per element (see NORMALIZATION / ELEMENTWISE costs), since
     the counter gives them 0. Runtime is each op's self time (CPU time on a CPU, kernel time
-    on a GPU) summed over `iters` profiled iterations. "other" collects copies, reshapes,
+    on a GPU: the kernels each aten op launched) summed over `iters` profiled iterations. "other" collects copies, reshapes,
     reductions and allocation: data movement with no arithmetic.
     Returns one dict per class: {"class", "flops", "seconds", "flop_pct", "runtime_pct"}.
     """
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     _check_int("iters", iters)
     if not isinstance(x, torch.Tensor):
@@ -328,11 +330,9 @@ def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True
     flops["tensor contraction"] = float(contraction_flops)
     seconds = dict.fromkeys(CLASSES, 0.0)
     for evt in prof.key_averages(group_by_input_shape=True):
-        if cuda:
-            us = getattr(evt, "self_device_time_total", None)
-            us = getattr(evt, "self_cuda_time_total", 0) if us is None else us
-        else:
-            us = evt.self_cpu_time_total
+        if evt.device_type != DeviceType.CPU:
+            continue  # a GPU kernel's own row: its time is already in the aten op that launched it
+        us = evt.self_device_time_total if cuda else evt.self_cpu_time_total
         cls = op_class(evt.key)
         seconds[cls] += us * 1e-6
         cost = NORMALIZATION.get(evt.key) or ELEMENTWISE.get(evt.key)

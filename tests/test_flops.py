@@ -113,3 +113,20 @@ def test_data_movement_table_splits_flop_and_time():
     assert all(r["seconds"] > 0 for c, r in rows.items() if c != "other")
     with pytest.raises(ValueError, match="n_head"):
         F.EncoderLayer(65, 4)
+
+
+@pytest.mark.gpu
+def test_data_movement_table_on_gpu_counts_each_kernel_once():
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    layer = F.EncoderLayer(256, 4, 1024).cuda()
+    x = torch.randn(4, 128, 256, device="cuda")
+    rows = F.data_movement_table(layer, x, iters=3)
+    per_step = sum(r["seconds"] for r in rows)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:  # all kernel time of 3 steps, independently
+        for _ in range(3):
+            layer(x.detach().requires_grad_()).sum().backward()
+        torch.cuda.synchronize()
+    kernels = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type == DeviceType.CUDA) * 1e-6 / 3
+    assert per_step == pytest.approx(kernels, rel=0.25)
+    assert rows[0]["class"] == "tensor contraction" and rows[0]["flop_pct"] > 99

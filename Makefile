@@ -33,7 +33,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=300 --timeout=900 $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests -m "not grading and not lab_server" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -m "not integration" $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP)
 	$(BIN)/python -m pytest notebooks --nbval-lax --nbval-cell-timeout=300 $(PYTEST_ARGS)

@@ -54,15 +54,22 @@ def _quantile(xs: list[float], q: float) -> float:
 
 def format_seconds(s: float) -> str:
     """A duration with the unit that keeps 3 significant digits readable: 12.3 us, 4.56 ms, 1.23 s."""
+    s = float(f"{s:.3g}")  # round first, so 999.96 us prints as 1 ms, not 1e+03 us
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9)):
         if abs(s) >= scale or unit == "ns":
             return f"{s / scale:.3g} {unit}"
     raise AssertionError("unreachable")
 
 
-def synchronize(device: torch.device | str | None) -> None:
-    """Wait until every queued kernel on `device` has finished (no-op on the CPU)."""
-    if device is not None and torch.device(device).type == "cuda":
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait until every queued kernel on `device` has finished (no-op on the CPU).
+
+    device=None synchronises the current GPU if this process has used CUDA at all.
+    """
+    if device is None:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+    elif torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -72,8 +79,9 @@ def benchmark(fn: Callable[[], object], *, device: torch.device | str | None = N
     """Time `fn()` and return a Timing.
 
     fn: a function of no arguments doing the work once (wrap arguments in a lambda).
-    device: where fn's work runs; for CUDA every run is bracketed by synchronisation,
-        so the time is the GPU's, not the time to queue the kernels.
+    device: where fn's work runs. On CUDA each call is timed with CUDA events (the GPU's own
+        clock, not the time to queue kernels) and the device is synchronised before reading
+        them. device=None means CUDA if this process has used it, else the CPU.
     warmup: untimed calls first (compilation, allocation, caches).
     Runs at least `min_repeats` and at most `max_repeats` times, stopping once the
     timed runs add up to `min_time_s`.
@@ -92,10 +100,21 @@ def benchmark(fn: Callable[[], object], *, device: torch.device | str | None = N
     for _ in range(warmup):
         fn()
     synchronize(device)
+    cuda = (torch.device(device).type == "cuda") if device is not None else \
+        (torch.cuda.is_available() and torch.cuda.is_initialized())
     times: list[float] = []
     while len(times) < min_repeats or (sum(times) < min_time_s and len(times) < max_repeats):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return Timing(times, device=str(device or "cpu"))
+        if cuda:  # CUDA events time the GPU's work without a host round trip per call
+            n = min(max(min_repeats, 1), max_repeats - len(times))
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
+            for start, end in events:
+                start.record()
+                fn()
+                end.record()
+            synchronize(device)
+            times += [start.elapsed_time(end) * 1e-3 for start, end in events]
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return Timing(times, device=str(device or ("cuda" if cuda else "cpu")))

@@ -8,21 +8,28 @@ import torch
 _CHOICES = ("auto", "cpu", "cuda")
 
 
-def pick_device(prefer: str = "auto") -> torch.device:
+def pick_device(prefer: str | torch.device = "auto") -> torch.device:
     """Return the device the labs run on.
 
-    prefer: "auto" (CUDA if present, else CPU), "cpu", or "cuda" (an error if there is no GPU).
-    The environment variable LABKIT_DEVICE overrides "auto", so a batch job can force the CPU.
+    prefer: "auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N" (an error if that GPU
+    is absent). The environment variable LABKIT_DEVICE overrides "auto", so a batch job or a
+    student can force the CPU without editing a notebook.
     """
-    if prefer not in _CHOICES and not str(prefer).startswith("cuda:"):
-        raise ValueError(f"prefer must be one of {_CHOICES} or 'cuda:N', got {prefer!r}")
-    if prefer == "auto":
-        prefer = os.environ.get("LABKIT_DEVICE", "auto")
+    prefer = str(prefer)
+    source = "prefer"
+    if prefer == "auto" and os.environ.get("LABKIT_DEVICE", "auto") != "auto":
+        prefer, source = os.environ["LABKIT_DEVICE"], "LABKIT_DEVICE"
+    if prefer not in _CHOICES and not re.fullmatch(r"cuda:\d+", prefer):
+        raise ValueError(f"{source} must be one of {_CHOICES} or 'cuda:N', got {prefer!r}")
     if prefer == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(prefer).startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"prefer={prefer!r} but torch sees no CUDA GPU "
-                           f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    if prefer.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"{source}={prefer!r} but torch sees no CUDA GPU "
+                               f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+        index = int(prefer.split(":")[1]) if ":" in prefer else 0
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"{source}={prefer!r} but only {torch.cuda.device_count()} GPU(s) are visible")
     return torch.device(prefer)
 
 

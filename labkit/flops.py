@@ -6,6 +6,7 @@ model formulas; a backward pass costs twice its forward (gradient w.r.t. the inp
 w.r.t. the weight, each a matmul of the same size).
 """
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +20,14 @@ from .bench import benchmark
 
 
 def _check_int(name: str, value, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    """value as a Python int (NumPy integers accepted), or a ValueError naming the argument."""
+    try:
+        as_int = operator.index(value)
+    except TypeError:
+        as_int = None
+    if isinstance(value, bool) or as_int is None or as_int < low:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
+    return as_int
 
 
 def matmul_flops(m: int, n: int, k: int, batch: int = 1) -> int:
@@ -167,6 +173,11 @@ class OpPoint:
     nbytes: float     # bytes one call must at least read + write in main memory
     seconds: float    # median time of one call
 
+    def __post_init__(self):
+        if not self.seconds > 0 or not self.nbytes > 0 or self.flops < 0:
+            raise ValueError(f"OpPoint {self.name!r} needs seconds > 0, nbytes > 0 and flops >= 0, "
+                             f"got {self.seconds}, {self.nbytes}, {self.flops}")
+
     @property
     def intensity(self) -> float:
         return arithmetic_intensity(self.flops, self.nbytes)
@@ -190,13 +201,14 @@ def matmul_sweep(device, sizes, dtypes=("fp32",), min_time_s: float = 0.1) -> li
     from tqdm.auto import tqdm
     names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     device = torch.device(device)
-    rows = []
+    dtypes = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
     for dtype in dtypes:
         if dtype not in names:
             raise ValueError(f"dtypes must be among {sorted(names)}, got {dtype!r}")
+    sizes = [_check_int("sizes[i]", n) for n in sizes]
+    rows = []
     for dtype in dtypes:
         for n in tqdm(sizes, desc=f"matmul sweep {dtype}", leave=False):
-            _check_int("size", n)
             a = torch.randn(n, n, device=device, dtype=names[dtype])
             b = torch.randn(n, n, device=device, dtype=names[dtype])
             t = benchmark(lambda: a @ b, device=device, min_time_s=min_time_s)
@@ -210,13 +222,21 @@ SOFTMAX_FLOP_PER_ELEMENT = 5      # max, subtract, exp, sum, divide
 LAYERNORM_FLOP_PER_ELEMENT = 8    # mean, subtract, square, mean, rsqrt-multiply, scale, shift, +eps
 
 
-def roofline_ops(device, sizes=(256, 1024, 2048), elements: int = 2**24, dtype=torch.float32,
+def roofline_ops(device, sizes=(256, 1024, 2048), elements: int = 2**24, dtype: str = "fp32",
                  min_time_s: float = 0.1) -> list[OpPoint]:
     """Measure the ops that the roofline places: square matmuls, a matrix-vector product,
     an elementwise add, a row softmax and a layer norm. Bytes are the minimum traffic:
     each input read once and each output written once. `elements` sizes the memory-bound ops
     (and the matrix-vector product, 4·elements entries): keep it well past the last-level cache,
-    or the points measure the cache, not main memory."""
+    or the points measure the cache, not main memory (GPUs have 40-50 MB of L2; this kit's CPU
+    machines up to hundreds of MB of L3). dtype: "fp32", "fp16" or "bf16"."""
+    names = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
+    if _check_int("elements", elements, 1024) % 1024:
+        raise ValueError(f"elements must be a multiple of 1024 (rows of 1024 for softmax), got {elements}")
+    sizes = [_check_int("sizes[i]", n) for n in sizes]
+    dtype = names[dtype]
     device = torch.device(device)
     size = torch.tensor([], dtype=dtype).element_size()
     points = []
@@ -267,7 +287,7 @@ class EncoderLayer(nn.Module):
         scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(D // H))
         attn = self.drop(torch.softmax(scores, dim=-1)) @ v
         x = self.ln1(x + self.drop(self.proj(attn.transpose(1, 2).reshape(B, T, D))))
-        return self.ln2(x + self.drop(self.fc2(self.drop(F.gelu(self.fc1(x))))))
+        return self.ln2(x + self.drop(self.fc2(F.gelu(self.fc1(x)))))
 
 
 CONTRACTION = {"aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm"}
@@ -275,9 +295,11 @@ NORMALIZATION = {"aten::_softmax": SOFTMAX_FLOP_PER_ELEMENT,
                  "aten::_softmax_backward_data": SOFTMAX_FLOP_PER_ELEMENT,
                  "aten::native_layer_norm": LAYERNORM_FLOP_PER_ELEMENT,
                  "aten::native_layer_norm_backward": LAYERNORM_FLOP_PER_ELEMENT}
+# Dropout is one fused op on a GPU (native_dropout: draw + scale) and three on a CPU
+# (bernoulli_, div_, mul): both count about 2-3 FLOP per element.
 ELEMENTWISE = {"aten::add": 1, "aten::add_": 1, "aten::mul": 1, "aten::mul_": 1, "aten::div": 1,
-               "aten::gelu": 8, "aten::gelu_backward": 8, "aten::native_dropout": 2,
-               "aten::native_dropout_backward": 1, "aten::bernoulli_": 1}
+               "aten::div_": 1, "aten::gelu": 8, "aten::gelu_backward": 8, "aten::native_dropout": 2,
+               "aten::native_dropout_backward": 1, "aten::bernoulli_": 1, "aten::dropout": 0}
 CLASSES = ("tensor contraction", "statistical normalization", "element-wise", "other")
 
 
@@ -312,6 +334,7 @@ def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True
         x = x.detach().requires_grad_()
 
     def step():
+        layer.zero_grad(set_to_none=True)  # as in training: no gradient accumulation ops
         out = layer(x)
         if backward:
             out.sum().backward()
@@ -324,7 +347,7 @@ def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True
         for _ in range(iters):
             step()
         if cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(x.device)
     contraction_flops, _ = count_flops(step)
     flops = dict.fromkeys(CLASSES, 0.0)
     flops["tensor contraction"] = float(contraction_flops)
@@ -339,6 +362,9 @@ def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True
         if cost and evt.input_shapes and evt.input_shapes[0]:
             flops[cls] += cost * math.prod(evt.input_shapes[0]) * evt.count / iters
     total_f, total_s = sum(flops.values()), sum(seconds.values())
+    if total_s == 0:
+        raise RuntimeError("the profiler recorded no operator time (on a GPU: is CUPTI available to "
+                           "this process? another profiler, e.g. DCGM, may hold it)")
     return [{"class": c, "flops": flops[c], "seconds": seconds[c] / iters,
              "flop_pct": 100 * flops[c] / total_f, "runtime_pct": 100 * seconds[c] / total_s}
             for c in CLASSES]

@@ -14,6 +14,7 @@ Command line:  python -m labkit.grading autograde 01-flops [--root DIR] [--timeo
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ class Result:
     score: float | None = None
     max_score: float | None = None
     cells: dict[str, tuple[float, float]] = field(default_factory=dict)  # grade_id -> (score, max)
+    log: str = ""                     # for a failed hand-in: nbgrader's account of what went wrong
 
 
 def _root(root) -> Path:
@@ -41,16 +43,30 @@ def _root(root) -> Path:
 
 def _check_lab(root: Path, lab: str) -> None:
     if not (root / "notebooks" / lab).is_dir():
-        have = sorted(p.name for p in (root / "notebooks").iterdir() if p.is_dir())
+        have = sorted(p.name for p in (root / "notebooks").glob("*") if p.is_dir())
         raise ValueError(f"lab={lab!r} has no folder notebooks/{lab}/; labs here: {have}")
 
 
 def nbgrader(*args: str, root=None, timeout_s: float | None = None) -> subprocess.CompletedProcess:
-    """Run `nbgrader ARGS...` in the course root with this Python; return the finished process."""
+    """Run `nbgrader ARGS...` in the course root with this Python; return the finished process.
+
+    timeout_s bounds the whole command: past it, nbgrader and every process it started (the
+    student's kernel included) are killed, and the return code is -9. This catches what the
+    per-cell timeout cannot, such as code that ignores the interrupt nbgrader sends.
+    """
     cmd = [sys.executable, "-m", "nbgrader", *args]
     # nbgrader calls the `alembic` command by name: put this environment's bin/ first on PATH.
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    return subprocess.run(cmd, cwd=_root(root), capture_output=True, text=True, timeout=timeout_s, env=env)
+    proc = subprocess.Popen(cmd, cwd=_root(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        err += f"\nlabkit.grading: killed after {timeout_s} s (timeout_s)"
+        return subprocess.CompletedProcess(cmd, -9, out, err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def release(lab: str, root=None) -> Path:
@@ -75,12 +91,14 @@ def submit(lab: str, student: str, notebook, root=None) -> Path:
     return dest
 
 
-def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=None) -> dict[str, Result]:
+def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=None,
+              timeout_s: float = 1800) -> dict[str, Result]:
     """Autograde every hand-in of `lab` (or only `students`) and return their results.
 
-    cell_timeout_s overrides the per-cell timeout of nbgrader_config.py. nbgrader's own exit
-    status is not used to decide anything: each student's result is read back from the
-    gradebook and the autograded folder (see scores).
+    cell_timeout_s overrides the per-cell timeout of nbgrader_config.py; timeout_s bounds one
+    student's whole hand-in (then it is killed and reported failed). nbgrader's own exit
+    status decides nothing: each result is read back from the gradebook and the autograded
+    folder (see scores).
     """
     root = _root(root)
     _check_lab(root, lab)
@@ -92,12 +110,14 @@ def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=N
         args.append(f"--Execute.timeout={int(cell_timeout_s)}")
     log = []
     for student in students:
-        p = nbgrader(*args, f"--student={student}", root=root)
+        p = nbgrader(*args, f"--student={student}", root=root, timeout_s=timeout_s)
+        if p.returncode == -9:  # killed mid-run: whatever nbgrader left behind is not a result
+            shutil.rmtree(root / "autograded" / student / lab, ignore_errors=True)
         log.append(p.stdout + p.stderr)
     results = scores(lab, root, students)
     for r, text in zip(results.values(), log):
         if r.status == "failed":
-            r.cells["log"] = text[-2000:]  # nbgrader's account of what went wrong
+            r.log = text[-3000:]
     return results
 
 
@@ -111,9 +131,15 @@ def scores(lab: str, root=None, students=None) -> dict[str, Result]:
     """
     from nbgrader.api import Gradebook, MissingEntry
     root = _root(root)
+    if not (root / "gradebook.db").exists():
+        raise FileNotFoundError(f"no gradebook at {root / 'gradebook.db'}: release and autograde {lab!r} first")
     out = {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
-        students = students or [s.student.id for s in gb.assignment_submissions(lab)]
+        if students is None:
+            try:
+                students = [s.student.id for s in gb.assignment_submissions(lab)]
+            except MissingEntry:
+                raise ValueError(f"lab={lab!r} is not in the gradebook: release it first") from None
         for student in students:
             done = (root / "autograded" / student / lab / f"{lab}.ipynb").exists()
             try:
@@ -146,6 +172,9 @@ def main(argv=None) -> int:
     from tabulate import tabulate
     print(tabulate([[r.student, r.status, r.score, r.max_score] for r in results.values()],
                    headers=["student", "status", "score", "max"]))
+    if not results:
+        print(f"no hand-ins of {a.lab} were graded")
+        return 1
     return 0 if all(r.status == "graded" for r in results.values()) else 1
 
 

@@ -41,15 +41,23 @@ def datasheet(name: str) -> dict[str, float] | None:
     """The datasheet entry matching a device name such as torch.cuda.get_device_name().
 
     "NVIDIA H100 80GB HBM3" -> "H100 SXM"; "NVIDIA H100 NVL" -> "H100 NVL";
-    "NVIDIA A100-SXM4-80GB" -> "A100 80GB SXM". None when the kit has no datasheet for it
-    (every CPU, and GPUs not in the decks).
+    "NVIDIA A100-SXM4-80GB" -> "A100 80GB SXM"; "NVIDIA A100 80GB PCIe" -> "A100 80GB PCIe".
+    None when the kit has no datasheet for that exact product (every CPU; GPUs and variants
+    the decks do not tabulate, such as the H100 PCIe or the A100 40GB; a MIG slice, which has
+    only part of the GPU): a wrong peak is worse than none.
     """
     if not isinstance(name, str):
         raise TypeError(f"name must be a device name string, got {type(name).__name__}")
     n = name.upper()
+    if "MIG" in n.split():
+        return None
     if "H100" in n:
-        return DATASHEETS["H100 NVL" if "NVL" in n else "H100 SXM"]
-    if "A100" in n:
+        if "NVL" in n:
+            return DATASHEETS["H100 NVL"]
+        if "PCIE" in n:
+            return None
+        return DATASHEETS["H100 SXM"]
+    if "A100" in n and "80GB" in n:
         return DATASHEETS["A100 80GB PCIe" if "PCIE" in n else "A100 80GB SXM"]
     return None
 
@@ -62,14 +70,15 @@ def measure_matmul_flops(dtype: str = "fp32", n: int | None = None, device=None,
     """FLOP/s of an n×n×n matmul in `dtype` ("fp32", "tf32", "fp16", "bf16") on `device`.
 
     fp32 on a GPU runs with TF32 tensor cores disabled (true fp32); "tf32" enables them.
-    Default n: 8192 on a GPU, 1024 on a CPU.
+    Default n: 8192 on a GPU, 2048 on a CPU.
     """
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     device = torch.device(device) if device is not None else pick_device()
     if dtype == "tf32" and device.type != "cuda":
         raise ValueError("dtype='tf32' needs a CUDA device; on a CPU use 'fp32'")
-    n = n or (8192 if device.type == "cuda" else 1024)
+    if n is None:
+        n = 8192 if device.type == "cuda" else 2048
     if not isinstance(n, int) or n < 16:
         raise ValueError(f"n must be an int >= 16, got {n!r}")
     a = torch.randn(n, n, device=device, dtype=_DTYPES[dtype])
@@ -89,7 +98,8 @@ def measure_copy_bandwidth(nbytes: int | None = None, device=None, min_time_s: f
     Default size: 1 GiB on a GPU, 256 MiB on a CPU (well past the last-level cache).
     """
     device = torch.device(device) if device is not None else pick_device()
-    nbytes = nbytes or (2**30 if device.type == "cuda" else 2**28)
+    if nbytes is None:
+        nbytes = 2**30 if device.type == "cuda" else 2**28
     if not isinstance(nbytes, int) or nbytes < 4096:
         raise ValueError(f"nbytes must be an int >= 4096, got {nbytes!r}")
     src = torch.ones(nbytes // 4, device=device)
@@ -139,6 +149,7 @@ def measured_peaks(device=None, refresh: bool = False) -> dict:
 
 def format_rate(x: float, unit: str = "FLOP/s") -> str:
     """1.23e12 -> '1.23 TFLOP/s'; works for any unit (B/s, FLOP, J)."""
+    x = float(f"{x:.3g}")  # round first, so 999.96e9 prints as 1 T..., not 1e+03 G...
     for prefix, scale in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(x) >= scale:
             return f"{x / scale:.3g} {prefix}{unit}"

@@ -28,6 +28,9 @@ def roofline(peak_flops: float, peak_bytes_per_s: float, points=(), ax=None, tit
     if peak_flops <= 0 or peak_bytes_per_s <= 0:
         raise ValueError(f"peaks must be > 0, got peak_flops={peak_flops}, peak_bytes_per_s={peak_bytes_per_s}")
     points = list(points)
+    for label, ai, f in points:
+        if not (ai > 0 and f > 0):
+            raise ValueError(f"point {label!r} needs intensity > 0 and FLOP/s > 0 on a log plot, got {ai}, {f}")
     ax = ax or plt.subplots()[1]
     ridge = peak_flops / peak_bytes_per_s
     lo = min([ridge / 100] + [p[1] / 3 for p in points])

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 # Tests never touch the user's cache of measured peaks.
-os.environ.setdefault("LABKIT_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".cache", "test"))
+os.environ["LABKIT_CACHE_DIR"] = os.path.join(os.path.dirname(__file__), "..", ".cache", "test")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -14,5 +14,5 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu"):
             item.add_marker(skip)

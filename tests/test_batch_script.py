@@ -4,8 +4,10 @@ import subprocess
 from pathlib import Path
 
 import nbformat
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
 
 
 def test_sbatch_script_executes_notebook_and_keeps_it(tmp_path):

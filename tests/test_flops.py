@@ -103,8 +103,8 @@ def test_data_movement_table_splits_flop_and_time():
     layer = F.EncoderLayer(d, h, ff)
     rows = {r["class"]: r for r in F.data_movement_table(layer, torch.randn(B, T, d), iters=2)}
     assert set(rows) == set(F.CLASSES)
-    assert sum(r["flop_pct"] for r in rows.values()) == pytest.approx(100)
-    assert sum(r["runtime_pct"] for r in rows.values()) == pytest.approx(100)
+    # the finding of the lab: far more time than FLOP outside the contractions
+    assert 100 - rows["tensor contraction"]["runtime_pct"] > 5 > 100 - rows["tensor contraction"]["flop_pct"]
     N = B * T
     forward = 2 * N * d * 3 * d + 2 * N * d * d + 2 * 2 * N * d * ff + 4 * B * T * T * d
     assert rows["tensor contraction"]["flops"] == 3 * forward       # exact, forward + backward
@@ -113,6 +113,29 @@ def test_data_movement_table_splits_flop_and_time():
     assert all(r["seconds"] > 0 for c, r in rows.items() if c != "other")
     with pytest.raises(ValueError, match="n_head"):
         F.EncoderLayer(65, 4)
+
+
+def test_matmul_sweep_rows_and_validation():
+    rows = F.matmul_sweep("cpu", [32, 64], "fp32", min_time_s=0.0)
+    assert [(r["n"], r["dtype"]) for r in rows] == [(32, "fp32"), (64, "fp32")]
+    assert all(r["flops"] == 2 * r["n"] ** 3 and r["flop_rate"] == r["flops"] / r["seconds"] for r in rows)
+    with pytest.raises(ValueError, match="dtypes"):
+        F.matmul_sweep("cpu", [32], ["fp8"])
+    with pytest.raises(ValueError, match="sizes"):
+        F.matmul_sweep("cpu", [32, 0])
+    with pytest.raises(ValueError, match="elements"):
+        F.roofline_ops("cpu", elements=1000)
+    assert F.matmul_flops(__import__("numpy").int64(3), 2, 2) == 24  # NumPy integers are ints too
+
+
+def test_roofline_plot_draws_points_and_rejects_bad_ones():
+    import matplotlib
+    matplotlib.use("Agg")
+    from labkit import plots
+    ax = plots.roofline(1e12, 1e11, [("a", 0.5, 4e10), ("b", 100.0, 9e11)], memory_roofs=[("cache", 3e11)])
+    assert len(ax.lines) == 4  # roof, cache roof, two points
+    with pytest.raises(ValueError, match="'bad'"):
+        plots.roofline(1e12, 1e11, [("bad", 0.0, 1e9)])
 
 
 @pytest.mark.gpu
@@ -129,4 +152,4 @@ def test_data_movement_table_on_gpu_counts_each_kernel_once():
         torch.cuda.synchronize()
     kernels = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type == DeviceType.CUDA) * 1e-6 / 3
     assert per_step == pytest.approx(kernels, rel=0.25)
-    assert rows[0]["class"] == "tensor contraction" and rows[0]["flop_pct"] > 99
+    assert rows[0]["class"] == "tensor contraction" and rows[0]["flop_pct"] > 98

@@ -14,7 +14,7 @@ from labkit import grading
 
 LAB = "01-flops"
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.grading
+pytestmark = pytest.mark.integration
 
 
 def _cells(nb, kind):
@@ -92,7 +92,22 @@ def test_infinite_loop_is_cut_and_other_exercises_still_graded(results):
 def test_dead_kernel_is_not_scored_as_passing(results):
     r = results["dies"]
     assert r.status == "failed" and r.score is None
-    assert "Kernel died" in r.cells["log"]
+    assert "Kernel died" in r.log
+
+
+def test_hand_in_that_ignores_interrupts_is_killed_and_failed(results, course):
+    # The cell timeout sends an interrupt; this code ignores it. The per-hand-in limit kills it.
+    src = nbformat.read(course / "notebooks" / LAB / f"{LAB}.ipynb", 4)
+    nb = nbformat.read(course / "release" / LAB / f"{LAB}.ipynb", 4)
+    for gid, cell in _cells(nb, "solution").items():
+        cell.source = _cells(src, "solution")[gid].source
+    _cells(nb, "solution")["ex2-attention"].source = (
+        "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass")
+    nbformat.write(nb, course / "stubborn.ipynb")
+    grading.submit(LAB, "stubborn", course / "stubborn.ipynb", course)
+    r = grading.autograde(LAB, course, cell_timeout_s=5, students=["stubborn"], timeout_s=45)["stubborn"]
+    assert r.status == "failed" and r.score is None
+    assert not (course / "autograded" / "stubborn" / LAB).exists()
 
 
 def test_cli_reports_scores_and_fails_on_a_failed_hand_in(results, course, capsys):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.lab_server
+pytestmark = pytest.mark.integration
 
 
 def _free_port() -> int:

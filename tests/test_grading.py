@@ -14,6 +14,7 @@ from labkit import grading
 
 LAB = "01-flops"
 REPO = Path(__file__).resolve().parent.parent
+LABS = sorted(p.name for p in (REPO / "notebooks").iterdir() if (p / f"{p.name}.ipynb").exists())
 pytestmark = pytest.mark.integration
 
 
@@ -25,8 +26,9 @@ def _cells(nb, kind):
 def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     shutil.copy(REPO / "nbgrader_config.py", root)
-    shutil.copytree(REPO / "notebooks" / LAB, root / "notebooks" / LAB)
-    grading.release(LAB, root)
+    for lab in LABS:
+        shutil.copytree(REPO / "notebooks" / lab, root / "notebooks" / lab)
+        grading.release(lab, root)
     return root
 
 
@@ -51,22 +53,27 @@ def results(course):
     return grading.autograde(LAB, course, cell_timeout_s=30)
 
 
-def test_student_version_has_no_solutions_and_no_hidden_tests(course):
-    src = nbformat.read(course / "notebooks" / LAB / f"{LAB}.ipynb", 4)
-    text = (course / "release" / LAB / f"{LAB}.ipynb").read_text()
+@pytest.mark.parametrize("lab", LABS)
+def test_student_version_has_no_solutions_and_no_hidden_tests(course, lab):
+    src = nbformat.read(course / "notebooks" / lab / f"{lab}.ipynb", 4)
+    text = (course / "release" / lab / f"{lab}.ipynb").read_text()
     student = nbformat.reads(text, 4)
     assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text
+    student_lines = {line.strip() for c in student.cells for line in c.source.splitlines()}
+    given = {line.strip() for c in src.cells if not c.metadata.get("nbgrader", {}).get("solution")
+             for line in c.source.splitlines()}  # lines the students are given anyway
     for gid, cell in _cells(src, "solution").items():
         body = cell.source.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
-        for line in filter(str.strip, body.splitlines()):
-            assert line.strip() not in text, f"solution line of {gid} leaked: {line.strip()!r}"
+        for line in {ln.strip() for ln in body.splitlines() if ln.strip()} - given:
+            assert line not in student_lines, f"solution line of {gid} leaked: {line!r}"
         assert "raise NotImplementedError()" in _cells(student, "solution")[gid].source
     for gid, cell in _cells(src, "grade").items():
         hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
         assert hidden.strip() not in text, f"hidden tests of {gid} leaked"
         visible = cell.source.split("### BEGIN HIDDEN TESTS")[0].strip()
         assert _cells(student, "grade")[gid].source.strip() == visible  # visible asserts stay
-    assert sum(c.metadata["nbgrader"]["points"] for c in _cells(student, "grade").values()) == 10
+    points = sum(c.metadata["nbgrader"]["points"] for c in _cells(student, "grade").values())
+    assert points == sum(c.metadata["nbgrader"]["points"] for c in _cells(src, "grade").values()) >= 6
 
 
 def test_instructor_source_gets_full_marks(results):
@@ -123,3 +130,13 @@ def test_bad_arguments_are_clear(course, tmp_path):
         grading.release(LAB, tmp_path)
     with pytest.raises(ValueError, match="student"):
         grading.submit(LAB, "../evil", course / "blank.ipynb", course)
+
+
+@pytest.mark.parametrize("lab", [lab for lab in LABS if lab != LAB])
+def test_every_other_lab_grades_full_marks_and_zero(course, lab):
+    grading.submit(lab, "instructor", course / "notebooks" / lab / f"{lab}.ipynb", course)
+    grading.submit(lab, "blank", course / "release" / lab / f"{lab}.ipynb", course)
+    results = grading.autograde(lab, course, cell_timeout_s=120, students=["instructor", "blank"])
+    full, blank = results["instructor"], results["blank"]
+    assert full.status == "graded" and full.score == full.max_score > 0, full
+    assert blank.status == "graded" and blank.score == 0, blank

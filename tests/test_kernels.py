@@ -1,0 +1,117 @@
+"""labkit.kernels against their PyTorch references: fresh random inputs, awkward shapes, per-dtype
+tolerances. Without a GPU every kernel runs in Triton's interpreter; with one, compiled."""
+import os
+
+import pytest
+import torch
+
+from labkit import kernels as K
+
+DEV = K.DEVICE
+# (atol, rtol) per dtype: fp16 has a 10-bit mantissa, so ~1e-3 relative is its resolution
+TOL = {torch.float32: (1e-6, 1e-5), torch.float16: (2e-3, 2e-3)}
+DTYPES = [torch.float32, torch.float16]
+
+
+def test_mode_matches_the_machine():
+    assert K.INTERPRETED == (not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1")
+    if K.INTERPRETED:
+        assert os.environ["TRITON_INTERPRET"] == "1" and DEV == "cpu"
+
+
+@pytest.mark.parametrize("shape", [(1,), (1000,), (4097,), (3, 5, 7)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_add(shape, dtype):
+    x, y = torch.randn(shape, device=DEV, dtype=dtype), torch.randn(shape, device=DEV, dtype=dtype)
+    torch.testing.assert_close(K.add(x, y), x + y, atol=0, rtol=0)  # one rounding, same as torch's
+    torch.testing.assert_close(K.add(x, y, block=64), x + y, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5000), (3, 1000), (64, 33), (2, 3, 17)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax(shape, dtype):
+    x = (torch.randn(shape, device=DEV) * 8).to(dtype)
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(K.softmax(x), torch.softmax(x.float(), -1).to(dtype), atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("n_cols", [1, 63, 64, 65, 300])
+def test_softmax_online_kernel_any_row_length(n_cols):
+    x = torch.randn(4, n_cols, device=DEV) * 5
+    torch.testing.assert_close(K.softmax(x, online_block=64), torch.softmax(x, -1), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("online_block", [None, 16])
+def test_softmax_is_numerically_stable(online_block):
+    x = torch.tensor([[1000.0, 999.0, -1000.0], [-float("inf"), 0.0, 88.0], [3e4, 3e4, 3e4]], device=DEV)
+    y = K.softmax(x, online_block=online_block)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y, torch.softmax(x, -1), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (2, 3, 129)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_gelu(shape, dtype):
+    x = torch.randn(shape, device=DEV, dtype=dtype) * 3
+    b = torch.randn(shape[-1], device=DEV, dtype=dtype)
+    ref = K.bias_gelu_reference(x.float(), b.float()).to(dtype)
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(K.bias_gelu(x, b), ref, atol=max(atol, 1e-5), rtol=rtol)
+
+
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (1, 200, 1), (65, 33, 17), (128, 64, 96), (40, 100, 3)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_matmul(m, k, n, dtype):
+    a, b = torch.randn(m, k, device=DEV, dtype=dtype), torch.randn(k, n, device=DEV, dtype=dtype)
+    ref = (a.double() @ b.double())
+    scale = k ** 0.5  # the sum of k products: its rounding error grows like sqrt(k)
+    atol = {torch.float32: 1e-5, torch.float16: 2e-3}[dtype] * scale  # fp32 accumulate, then one rounding
+    out = K.matmul(a, b)
+    assert out.dtype == dtype and out.shape == (m, n)
+    torch.testing.assert_close(out.double(), ref, atol=atol, rtol=2e-3 if dtype == torch.float16 else 1e-5)
+
+
+def test_matmul_fixed_tiles_and_transposed_input():
+    a = torch.randn(48, 80, device=DEV)
+    b = torch.randn(50, 80, device=DEV).t()  # non-contiguous: strides are passed through
+    torch.testing.assert_close(K.matmul(a, b, block=(16, 32, 16)), a @ b, atol=1e-4, rtol=1e-5)
+
+
+def test_bad_input_is_a_clear_error():
+    x = torch.randn(8, device=DEV)
+    with pytest.raises(ValueError, match="same shape"):
+        K.add(x, torch.randn(9, device=DEV))
+    with pytest.raises(ValueError, match="same dtype"):
+        K.add(x, x.half())
+    with pytest.raises(ValueError, match="dtype torch.float64"):
+        K.softmax(x.double())
+    with pytest.raises(ValueError, match="dtype torch.int32"):
+        K.add(x.int(), x.int())
+    with pytest.raises(ValueError, match="is on meta"):
+        K.softmax(torch.empty(4, device="meta"))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        K.softmax([1.0, 2.0])
+    with pytest.raises(ValueError, match="columns must equal"):
+        K.matmul(torch.randn(3, 4, device=DEV), torch.randn(5, 6, device=DEV))
+    with pytest.raises(ValueError, match="2 dimensions"):
+        K.matmul(torch.randn(3, 4, 5, device=DEV), torch.randn(5, 6, device=DEV))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        K.bias_gelu(torch.randn(3, 4, device=DEV), torch.randn(5, device=DEV))
+    with pytest.raises(ValueError, match="empty"):
+        K.softmax(torch.empty(0, 3, device=DEV))
+    with pytest.raises(ValueError, match="power of two"):
+        K.add(x, x, block=100)
+    if K.INTERPRETED:
+        with pytest.raises(ValueError, match="bfloat16"):
+            K.matmul(x.view(2, 4).bfloat16(), x.view(4, 2).bfloat16())
+
+
+@pytest.mark.gpu
+def test_compiled_kernels_at_scale():
+    x = torch.randn(4096, 8192, device="cuda", dtype=torch.float16)
+    torch.testing.assert_close(K.softmax(x), torch.softmax(x.float(), -1).half(), atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(K.softmax(x[:, :3000].float(), online_block=1024), torch.softmax(x[:, :3000].float(), -1))
+    a, b = torch.randn(4096, 4096, device="cuda", dtype=torch.float16), torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+    torch.testing.assert_close(K.matmul(a, b).float(), (a.float() @ b.float()), atol=0.25, rtol=2e-2)
+    bias = torch.randn(8192, device="cuda", dtype=torch.float16)
+    torch.testing.assert_close(K.bias_gelu(x, bias), K.bias_gelu_reference(x.float(), bias.float()).half(), atol=2e-3, rtol=2e-3)

@@ -1,0 +1,317 @@
+"""8-bit quantization, from the rounding rule to whole models.
+
+Symmetric (absmax):    q = round(x / s),          s = max|x| / 127,          q in [-127, 127]
+Asymmetric (zero-pt):  q = round(x / s) + z,      s = (max - min) / 255,     q in [0, 255], z = round(-min / s)
+Dequantize:            x ≈ s · (q - z)
+
+Granularity says which elements share a scale:
+    "tensor"   one scale for the whole tensor;
+    "channel"  one scale per index of dim 0: per output channel of a weight (out_features, in_features);
+    "token"    one scale per vector along the last dim: per token of an activation (..., features).
+On a 2-D weight, "channel" and "token" both give one scale per row.
+
+Then: W8A8 linear layers (fake-quant or a real int8 matmul with int32 accumulation), static
+calibration of activation scales, SmoothQuant (Xiao et al. 2023) and LLM.int8's mixed-precision
+decomposition (Dettmers et al. 2022), each checked against bitsandbytes in tests/test_quant_int8.py.
+"""
+import torch
+import torch.nn as nn
+
+GRANULARITIES = ("tensor", "channel", "token")
+QMAX = 127
+
+
+def _check(x, name="x") -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor to quantize, got {x.dtype}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
+
+
+def _reduce_dims(x: torch.Tensor, granularity: str) -> tuple[int, ...]:
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if granularity == "tensor" or x.dim() == 1:
+        return tuple(range(x.dim()))
+    if granularity == "channel":
+        return tuple(range(1, x.dim()))
+    return (x.dim() - 1,)
+
+
+def quantize(x: torch.Tensor, granularity: str = "tensor", symmetric: bool = True):
+    """(q, scale, zero_point): int8 codes for symmetric, uint8 for asymmetric; scale and
+    zero_point broadcast against x (zero_point is 0 when symmetric)."""
+    _check(x)
+    dims = _reduce_dims(x, granularity)
+    xf = x.float()
+    if symmetric:
+        scale = xf.abs().amax(dim=dims, keepdim=True).clamp(min=1e-12) / QMAX
+        q = torch.round(xf / scale).clamp(-QMAX, QMAX).to(torch.int8)
+        return q, scale, torch.zeros_like(scale)
+    lo = xf.amin(dim=dims, keepdim=True).clamp(max=0.0)   # the range always holds 0.0 ...
+    hi = xf.amax(dim=dims, keepdim=True).clamp(min=0.0)
+    scale = ((hi - lo) / 255).clamp(min=1e-12)
+    zero = torch.round(-lo / scale)                       # ... which is then exactly the code z
+    q = (torch.round(xf / scale) + zero).clamp(0, 255).to(torch.uint8)
+    return q, scale, zero
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """scale · (q - zero_point), in fp32."""
+    return scale * (q.float() - zero_point)
+
+
+def fake_quant(x: torch.Tensor, granularity: str = "tensor", symmetric: bool = True) -> torch.Tensor:
+    """Quantize to 8 bits and back: x with the rounding error int8 would give it, in x's dtype."""
+    return dequantize(*quantize(x, granularity, symmetric)).to(x.dtype)
+
+
+def relative_error(x: torch.Tensor, approx: torch.Tensor) -> float:
+    """‖x - approx‖_F / ‖x‖_F."""
+    return ((x.float() - approx.float()).norm() / x.float().norm()).item()
+
+
+# ---------------------------------------------------------------- calibration of static activation scales
+
+
+class Observer:
+    """Watches activations during calibration and proposes a static absmax scale.
+
+    method "minmax" keeps the largest |x| ever seen; "percentile" the given percentile of |x|
+    (e.g. 99.99), which ignores the rarest extremes: they clip, everything else gets finer steps.
+    """
+
+    def __init__(self, method: str = "minmax", percentile: float = 99.99, max_samples: int = 2**20):
+        if method not in ("minmax", "percentile"):
+            raise ValueError(f"method must be 'minmax' or 'percentile', got {method!r}")
+        if not 0 < percentile <= 100:
+            raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
+        self.method, self.percentile, self.max_samples = method, percentile, max_samples
+        self.absmax, self.samples = 0.0, []
+
+    def update(self, x: torch.Tensor) -> None:
+        a = x.detach().abs().float().flatten()
+        self.absmax = max(self.absmax, a.max().item())
+        if self.method == "percentile":
+            step = max(1, a.numel() // self.max_samples)
+            self.samples.append(a[::step])
+
+    def scale(self) -> float:
+        if self.absmax == 0.0:
+            raise RuntimeError("the observer has seen no non-zero activation: run calibration data first")
+        if self.method == "minmax":
+            return self.absmax / QMAX
+        a = torch.cat(self.samples)
+        return torch.quantile(a[: 2**24], self.percentile / 100).item() / QMAX
+
+
+# ---------------------------------------------------------------- linear layers
+
+
+def linear_weight(module: nn.Module) -> torch.Tensor:
+    """The weight of nn.Linear or transformers' Conv1D (GPT-2) as (out_features, in_features)."""
+    if isinstance(module, nn.Linear):
+        return module.weight
+    if type(module).__name__ == "Conv1D":   # stores (in_features, out_features)
+        return module.weight.t()
+    raise TypeError(f"module must be nn.Linear or transformers Conv1D, got {type(module).__name__}")
+
+
+def int8_matmul(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
+    """(tokens × in) int8 @ (out × in)ᵀ int8 -> int32, exact (torch._int_mm where it runs)."""
+    if xq.dtype != torch.int8 or wq.dtype != torch.int8:
+        raise ValueError(f"int8_matmul needs int8 tensors, got {xq.dtype} and {wq.dtype}")
+    try:
+        return torch._int_mm(xq, wq.t())
+    except RuntimeError:  # shapes or devices the fused kernel does not take: exact but slower
+        return (xq.to(torch.int32) @ wq.t().to(torch.int32))
+
+
+class W8A8Linear(nn.Module):
+    """A linear layer with int8 weights (per "tensor" or "channel") and int8 activations
+    (per "tensor" or "token", dynamic; or a static scale from calibration).
+
+    mode "fake": quantize and dequantize in float (what the model's accuracy sees);
+    mode "int8": the real path: int8 × int8 -> int32 accumulate, then rescale to float.
+    act=None keeps activations in float (weight-only quantization, "W8").
+    """
+
+    def __init__(self, module: nn.Module, weight: str = "channel", act: str | None = "token",
+                 static_scale: float | None = None, mode: str = "fake"):
+        super().__init__()
+        if weight not in ("tensor", "channel"):
+            raise ValueError(f"weight granularity must be 'tensor' or 'channel', got {weight!r}")
+        if act not in (None, "tensor", "token"):
+            raise ValueError(f"act granularity must be None, 'tensor' or 'token', got {act!r}")
+        if mode not in ("fake", "int8"):
+            raise ValueError(f"mode must be 'fake' or 'int8', got {mode!r}")
+        w = linear_weight(module).detach().float()
+        q, s, _ = quantize(w, weight)
+        self.register_buffer("wq", q)
+        self.register_buffer("w_scale", s)                  # (out, 1) or (1, 1)
+        self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().float(), requires_grad=False)
+        self.act, self.static_scale, self.mode = act, static_scale, mode
+
+    def _quant_act(self, x):
+        if self.static_scale is not None:
+            s = torch.tensor(self.static_scale, dtype=torch.float32, device=x.device).reshape(1, 1)
+            return torch.round(x / s).clamp(-QMAX, QMAX).to(torch.int8), s
+        q, s, _ = quantize(x, "tensor" if self.act == "tensor" else "token")
+        return q, s
+
+    def forward(self, x):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()
+        if self.act is None:
+            y = x2 @ (self.wq.float() * self.w_scale).t()
+        else:
+            xq, xs = self._quant_act(x2)
+            if self.mode == "int8":
+                y = int8_matmul(xq, self.wq).float() * xs * self.w_scale.t()
+            else:
+                y = (xq.float() * xs) @ (self.wq.float() * self.w_scale).t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype).reshape(*shape[:-1], -1)
+
+
+class LLMInt8Linear(nn.Module):
+    """LLM.int8(): feature columns of the input holding any |x| >= threshold stay in 16-bit
+    (here fp32) for those columns of x and W; everything else is int8, per token for x and per
+    output channel for W. Outlier elements are left out of the row absmax, as bitsandbytes does."""
+
+    def __init__(self, module: nn.Module, threshold: float = 6.0):
+        super().__init__()
+        if not threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {threshold!r}")
+        self.threshold = threshold
+        w = linear_weight(module).detach().float()
+        self.register_buffer("w", w)                        # the 16-bit copy, for outlier columns
+        q, s, _ = quantize(w, "channel")
+        self.register_buffer("wq", q)
+        self.register_buffer("w_scale", s)
+        self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().float(), requires_grad=False)
+        self.last_outlier_columns = torch.empty(0, dtype=torch.long)
+
+    def forward(self, x):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).float()
+        xq, xs, cols = vectorwise_quant(x2, self.threshold)
+        self.last_outlier_columns = cols
+        wq = self.wq.clone()
+        wq[:, cols] = 0
+        y = int8_matmul(xq, wq).float() * (xs / QMAX) * self.w_scale.t()
+        if len(cols):
+            y = y + x2[:, cols] @ self.w[:, cols].t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype).reshape(*shape[:-1], -1)
+
+
+def outlier_columns(x: torch.Tensor, threshold: float = 6.0) -> torch.Tensor:
+    """Indices of the feature columns (last dim) of x holding any |value| >= threshold."""
+    _check(x)
+    x2 = x.reshape(-1, x.shape[-1])
+    return torch.nonzero((x2.abs() >= threshold).any(dim=0)).flatten()
+
+
+def vectorwise_quant(x: torch.Tensor, threshold: float = 0.0):
+    """LLM.int8's activation quantization: (int8 codes, row absmax, outlier columns).
+
+    Outlier elements (|x| >= threshold, when threshold > 0) are excluded from the row absmax,
+    and the outlier columns are zeroed in the codes; the columns go through 16-bit instead.
+    Codes are round(x · 127 / absmax). Same contract as bitsandbytes.functional.int8_vectorwise_quant.
+    """
+    _check(x)
+    x2 = x.reshape(-1, x.shape[-1]).float()
+    cols = outlier_columns(x2, threshold) if threshold > 0 else torch.empty(0, dtype=torch.long)
+    inliers = torch.where(x2.abs() >= threshold, 0.0, x2) if threshold > 0 else x2
+    absmax = inliers.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
+    q = torch.round(inliers * (QMAX / absmax)).to(torch.int8)
+    q[:, cols] = 0
+    return q, absmax, cols
+
+
+# ---------------------------------------------------------------- whole models
+
+
+def _linears(model: nn.Module, skip=("lm_head",)):
+    for name, m in model.named_modules():
+        if (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D") and not any(s in name for s in skip):
+            yield name, m
+
+
+def replace_linears(model: nn.Module, make, skip=("lm_head",)) -> nn.Module:
+    """Replace every nn.Linear / Conv1D (except names containing `skip`) by make(name, module), in place."""
+    for name, m in list(_linears(model, skip)):
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, make(name, m))
+    return model
+
+
+@torch.no_grad()
+def activation_absmax(model: nn.Module, run, skip=("lm_head",)) -> dict[str, torch.Tensor]:
+    """Per-input-channel max |x| of the input of every linear layer while run(model) executes
+    (calibration): {layer name: (in_features,) tensor}."""
+    stats, hooks = {}, []
+    for name, m in _linears(model, skip):
+        def hook(mod, inputs, output, name=name):
+            a = inputs[0].detach().abs().float().reshape(-1, inputs[0].shape[-1]).amax(dim=0)
+            stats[name] = torch.maximum(stats[name], a) if name in stats else a
+        hooks.append(m.register_forward_hook(hook))
+    try:
+        run(model)
+    finally:
+        for h in hooks:
+            h.remove()
+    return stats
+
+
+def smoothquant_scales(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """SmoothQuant's per-input-channel factors s_j = max|X_j|^α / max|W_j|^(1-α).
+
+    Dividing activation column j by s_j and multiplying weight column j by s_j leaves X·Wᵀ
+    unchanged and moves quantization difficulty from the activations to the weights.
+    weight: (out_features, in_features); act_absmax: (in_features,).
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if act_absmax.shape != weight.shape[1:]:
+        raise ValueError(f"act_absmax must have shape ({weight.shape[1]},), got {tuple(act_absmax.shape)}")
+    w_absmax = weight.detach().abs().float().amax(dim=0)
+    s = act_absmax.float().clamp(min=1e-5).pow(alpha) / w_absmax.clamp(min=1e-5).pow(1 - alpha)
+    return s.clamp(min=1e-5)
+
+
+@torch.no_grad()
+def smooth(layernorm: nn.LayerNorm, linears: list[nn.Module], act_absmax: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """Fold SmoothQuant into a LayerNorm and the linear layers it feeds; return the factors.
+
+    LayerNorm weight and bias are divided by s (so its output X becomes X / s), and each
+    linear's weight columns are multiplied by s: the float model computes the same function.
+    """
+    w_absmax = torch.stack([linear_weight(m).detach().abs().float().amax(dim=0) for m in linears]).amax(dim=0)
+    s = (act_absmax.float().clamp(min=1e-5).pow(alpha) / w_absmax.clamp(min=1e-5).pow(1 - alpha)).clamp(min=1e-5)
+    layernorm.weight.div_(s)
+    layernorm.bias.div_(s)
+    for m in linears:
+        if isinstance(m, nn.Linear):
+            m.weight.mul_(s)            # (out, in): scale the input columns
+        else:
+            m.weight.mul_(s[:, None])   # Conv1D (in, out): scale the input rows
+    return s
+
+
+def smooth_gpt2(model, act_absmax: dict, alpha: float = 0.5) -> None:
+    """SmoothQuant on a transformers GPT-2: ln_1 into attn.c_attn and ln_2 into mlp.c_fc, per block."""
+    for i, block in enumerate(model.transformer.h):
+        prefix = f"transformer.h.{i}"
+        smooth(block.ln_1, [block.attn.c_attn], act_absmax[f"{prefix}.attn.c_attn"], alpha)
+        smooth(block.ln_2, [block.mlp.c_fc], act_absmax[f"{prefix}.mlp.c_fc"], alpha)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of every parameter and buffer: what the model costs to store."""
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))

@@ -167,3 +167,19 @@ def test_bitsandbytes_8bit_gpt_and_labkit_w8a8_agree_on_perplexity(tiny):
     p_bnb, p_ours, p_w8a8 = (models.perplexity(m, tok, text) for m in (bnb8, ours, w8a8))
     assert abs(p_bnb / fp32 - 1) < 0.02 and abs(p_ours / fp32 - 1) < 0.02 and abs(p_w8a8 / fp32 - 1) < 0.03
     assert abs(p_ours / p_bnb - 1) < 0.01
+
+
+def test_smoothed_linear_is_exact_in_float_and_helps_with_outliers():
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 32)
+    x = torch.randn(50, 64)
+    x[:, [3, 17]] *= 30  # outlier input channels, as in real transformers
+    stats = x.abs().amax(0)
+    sm = Q.SmoothedLinear(lin, stats, alpha=0.5)
+    s = Q.smoothquant_scales(stats, lin.weight.detach())
+    torch.testing.assert_close(sm.inv_s, 1 / s)
+    with torch.no_grad():
+        torch.testing.assert_close((x / s) @ (lin.weight * s).t(), x @ lin.weight.t(), atol=1e-4, rtol=1e-4)
+        naive = Q.W8A8Linear(lin, "channel", "tensor")
+        ref = lin(x)
+        assert Q.relative_error(ref, sm(x)) < Q.relative_error(ref, naive(x)) / 2

@@ -315,3 +315,84 @@ def smooth_gpt2(model, act_absmax: dict, alpha: float = 0.5) -> None:
 def weight_bytes(model: nn.Module) -> int:
     """Bytes of every parameter and buffer: what the model costs to store."""
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+class SmoothedLinear(nn.Module):
+    """SmoothQuant applied inside one layer: x / s, then a W8A8Linear whose weight columns are
+    multiplied by s. For models whose LayerNorm output also feeds the residual stream (post-LN,
+    such as BERT), dividing by s cannot be folded into the LayerNorm without changing the model,
+    so here it costs one elementwise multiply per input (a real kernel would fuse it)."""
+
+    def __init__(self, module: nn.Module, act_absmax: torch.Tensor, alpha: float = 0.5, act: str = "tensor"):
+        super().__init__()
+        w = linear_weight(module).detach().float()
+        s = smoothquant_scales(act_absmax, w, alpha)
+        scaled = nn.Linear(w.shape[1], w.shape[0], bias=module.bias is not None)
+        with torch.no_grad():
+            scaled.weight.copy_(w * s)
+            if module.bias is not None:
+                scaled.bias.copy_(module.bias.detach().float())
+        self.register_buffer("inv_s", 1.0 / s)
+        self.inner = W8A8Linear(scaled, "channel", act)
+
+    def forward(self, x):
+        return self.inner(x * self.inv_s.to(x.dtype))
+
+
+@torch.no_grad()
+def calibrate_static(model: nn.Module, run, method: str = "minmax", percentile: float = 99.99,
+                     skip=("lm_head",)) -> dict[str, float]:
+    """Static per-tensor activation scales for every linear layer's input, from run(model)."""
+    observers, hooks = {}, []
+    for name, m in _linears(model, skip):
+        observers[name] = Observer(method, percentile)
+        hooks.append(m.register_forward_hook(lambda mod, inp, out, o=observers[name]: o.update(inp[0])))
+    try:
+        run(model)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: o.scale() for name, o in observers.items()}
+
+
+SCHEMES = ("fp32", "W8 per-tensor", "W8 per-channel", "W8A8 act per-tensor", "W8A8 act per-token",
+           "W8A8 act static (min-max)", "W8A8 act static (99.99th pct)", "SmoothQuant W8A8 act per-tensor",
+           "LLM.int8 (threshold 6)")
+
+
+def apply_scheme(model: nn.Module, scheme: str, calibrate=None, alpha: float = 0.5) -> nn.Module:
+    """A quantized copy of `model` (GPT-2 or BERT from transformers) under one of SCHEMES.
+
+    W8A8 schemes quantize weights per output channel; they differ in the activations. Static
+    and SmoothQuant schemes need calibrate(model): a function running calibration inputs.
+    SmoothQuant smooths the layers a LayerNorm feeds (folded into ln_1 / ln_2 on GPT-2; with
+    SmoothedLinear on post-LN BERT) and quantizes activations per tensor everywhere.
+    The LM head of a GPT stays in float (it is tied to the embeddings).
+    """
+    import copy
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    model = copy.deepcopy(model)
+    if scheme == "fp32":
+        return model
+    if scheme.startswith("W8 "):
+        g = scheme.split()[-1].replace("per-", "")
+        return replace_linears(model, lambda n, m: W8A8Linear(m, g, None))
+    if scheme == "LLM.int8 (threshold 6)":
+        return replace_linears(model, lambda n, m: LLMInt8Linear(m, 6.0))
+    if calibrate is None and ("static" in scheme or "Smooth" in scheme):
+        raise ValueError(f"scheme {scheme!r} needs calibrate=, a function that runs calibration inputs")
+    if scheme.startswith("SmoothQuant"):
+        stats = activation_absmax(model, calibrate)
+        if type(model).__name__.startswith("GPT2"):   # pre-LN: fold into ln_1 / ln_2, free at run time
+            smooth_gpt2(model, stats, alpha)
+            return replace_linears(model, lambda n, m: W8A8Linear(m, "channel", "tensor"))
+        # as in the paper, smooth the layers a LayerNorm feeds (Q, K, V and the MLP's first layer)
+        ln_fed = lambda n: ".attention.self." in n or n.endswith("intermediate.dense")  # noqa: E731
+        return replace_linears(model, lambda n, m: SmoothedLinear(m, stats[n], alpha, "tensor") if ln_fed(n)
+                               else W8A8Linear(m, "channel", "tensor"))
+    if "static" in scheme:
+        method = "minmax" if "min-max" in scheme else "percentile"
+        scales = calibrate_static(model, calibrate, method)
+        return replace_linears(model, lambda n, m: W8A8Linear(m, "channel", "tensor", static_scale=scales[n]))
+    return replace_linears(model, lambda n, m: W8A8Linear(m, "channel", scheme.split()[-1].replace("per-", "")))

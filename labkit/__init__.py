@@ -3,9 +3,16 @@
 Every notebook starts with `lab = labkit.setup(seed=0)`: it seeds, picks the device, applies
 the plotting style, and prints the machine and its measured peaks.
 """
+import os
 from dataclasses import dataclass
 
 import torch
+
+# Without a CUDA GPU, Triton kernels can only run in Triton's interpreter, and Triton reads that
+# switch when it is first imported (its own library functions are defined then). Anything may
+# import Triton later (torch, bitsandbytes, labkit.kernels), so the switch is set here, first.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from . import bench, device, hw, plots, record, seed
 from .bench import benchmark

@@ -18,10 +18,17 @@ import torch
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available()
 if INTERPRETED:
-    os.environ["TRITON_INTERPRET"] = "1"  # read by @triton.jit when each kernel is defined
+    os.environ["TRITON_INTERPRET"] = "1"  # labkit/__init__.py sets it first; read by @triton.jit
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
+
+if INTERPRETED:
+    from triton.runtime.interpreter import InterpretedFunction
+    if not isinstance(tl.standard.max, InterpretedFunction):
+        raise ImportError("Triton was imported before its interpreter was switched on, so its library functions "
+                          "(tl.max, tl.sum, ...) cannot run on CPU tensors. Import labkit before anything that "
+                          "imports triton, or start Python with TRITON_INTERPRET=1.")
 
 DEVICE = "cpu" if INTERPRETED else "cuda"
 _DTYPES = (torch.float32, torch.float16) if INTERPRETED else (torch.float32, torch.float16, torch.bfloat16)

@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+import labkit  # noqa: F401  first: it switches Triton's interpreter on (no GPU) before anything imports triton
+
 # Tests never touch the user's cache of measured peaks.
 os.environ["LABKIT_CACHE_DIR"] = os.path.join(os.path.dirname(__file__), "..", ".cache", "test")
 

@@ -115,3 +115,16 @@ def test_compiled_kernels_at_scale():
     torch.testing.assert_close(K.matmul(a, b).float(), (a.float() @ b.float()), atol=0.25, rtol=2e-2)
     bias = torch.randn(8192, device="cuda", dtype=torch.float16)
     torch.testing.assert_close(K.bias_gelu(x, bias), K.bias_gelu_reference(x.float(), bias.float()).half(), atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the interpreter switch matters only without a GPU")
+def test_late_interpreter_switch_is_a_clear_error():
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    code = "import transformers\nimport labkit.kernels"  # transformers imports triton first
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "Import labkit before anything that imports triton" in p.stderr
+    ok = subprocess.run([sys.executable, "-c", "import labkit, transformers, labkit.kernels"], env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr

@@ -122,7 +122,7 @@ def test_late_interpreter_switch_is_a_clear_error():
     import subprocess
     import sys
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    code = "import transformers\nimport labkit.kernels"  # transformers imports triton first
+    code = "import torch.utils.flop_counter\nimport labkit.kernels"  # the flop counter imports triton first
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "Import labkit before anything that imports triton" in p.stderr
     ok = subprocess.run([sys.executable, "-c", "import labkit, transformers, labkit.kernels"], env=env,

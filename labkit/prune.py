@@ -249,3 +249,58 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: Masks | 
                 masks.apply()
     model.eval()
     return model
+
+
+# ---------------------------------------------------------------- language models
+
+
+def _lm_linears(model: nn.Module, skip=("lm_head",)):
+    """(name, module, (out, in) weight view) of every Linear / transformers Conv1D except `skip`."""
+    for name, m in model.named_modules():
+        if any(s in name for s in skip):
+            continue
+        if isinstance(m, nn.Linear):
+            yield name, m, m.weight
+        elif type(m).__name__ == "Conv1D":           # GPT-2 stores (in, out)
+            yield name, m, m.weight.t()
+
+
+@torch.no_grad()
+def activation_norms(model: nn.Module, run) -> dict[str, torch.Tensor]:
+    """‖X_j‖₂ over all calibration tokens, per input feature j of every linear layer (Wanda's statistic)."""
+    sq, hooks = {}, []
+    for name, m, _ in _lm_linears(model):
+        def hook(mod, inputs, output, name=name):
+            x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+            sq[name] = sq.get(name, 0) + (x * x).sum(0)
+        hooks.append(m.register_forward_hook(hook))
+    try:
+        run(model)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: v.sqrt() for k, v in sq.items()}
+
+
+@torch.no_grad()
+def prune_linears(model: nn.Module, sparsity: float = 0.5, method: str = "magnitude", pattern: str = "unstructured",
+                  act_norms: dict | None = None) -> nn.Module:
+    """A pruned copy of a transformer: every linear layer (not the LM head) loses `sparsity` of
+    its weights, chosen per output row, by "magnitude" |W| or "wanda" |W|·‖X‖ (needs act_norms),
+    in an "unstructured" or "2:4" pattern (2:4 is 50% by construction)."""
+    import copy
+    if method not in ("magnitude", "wanda"):
+        raise ValueError(f"method must be 'magnitude' or 'wanda', got {method!r}")
+    if pattern not in ("unstructured", "2:4"):
+        raise ValueError(f"pattern must be 'unstructured' or '2:4', got {pattern!r}")
+    if method == "wanda" and act_norms is None:
+        raise ValueError("method='wanda' needs act_norms (see activation_norms)")
+    model = copy.deepcopy(model)
+    for name, m, w in _lm_linears(model):
+        norm = act_norms[name] if method == "wanda" else torch.ones(w.shape[1])
+        if pattern == "2:4":
+            mask = nm_mask(w * norm[None, :].to(w.dtype), 2, 4)
+        else:
+            mask = wanda_mask(w, norm, sparsity)   # with unit norms: per-row magnitude
+        w.mul_(mask)                                # w is a view: prunes the module's weight
+    return model

@@ -128,3 +128,18 @@ def test_pruned_cnn_recovers_with_fine_tuning():
 def test_semi_structured_round_trip_on_gpu():
     r = prune.semi_structured_speedup(1024, 1024, 1024, min_time_s=0.05)
     assert r["round_trip_exact"] and r["speedup"] > 0
+
+
+def test_prune_linears_on_the_tiny_gpt():
+    gpt, tok = models.load_tiny_gpt()
+    ids = tok(data.load_corpus("train")[:4000], return_tensors="pt")["input_ids"][:, :64]
+    norms = prune.activation_norms(gpt, lambda m: m(ids))
+    assert set(norms) == {n for n, _, _ in prune._lm_linears(gpt)}
+    for method in ("magnitude", "wanda"):
+        p = prune.prune_linears(gpt, 0.5, method, "2:4", norms)
+        w = p.transformer.h[0].attn.c_attn.weight.t()            # (out, in)
+        assert (w.reshape(-1, 4).ne(0).sum(1) == 2).all()
+        assert prune.sparsity(p.transformer.h) == pytest.approx(0.5, abs=1e-3)
+    assert prune.sparsity(gpt.transformer.h) < 0.01             # the original is untouched
+    with pytest.raises(ValueError, match="act_norms"):
+        prune.prune_linears(gpt, 0.5, "wanda")

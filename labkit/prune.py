@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import linear_layers, linear_weight, watch_inputs
+
 
 def _check_w(w, name="w"):
     if not isinstance(w, torch.Tensor):
@@ -254,31 +256,13 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, masks: Masks | 
 # ---------------------------------------------------------------- language models
 
 
-def _lm_linears(model: nn.Module, skip=("lm_head",)):
-    """(name, module, (out, in) weight view) of every Linear / transformers Conv1D except `skip`."""
-    for name, m in model.named_modules():
-        if any(s in name for s in skip):
-            continue
-        if isinstance(m, nn.Linear):
-            yield name, m, m.weight
-        elif type(m).__name__ == "Conv1D":           # GPT-2 stores (in, out)
-            yield name, m, m.weight.t()
-
-
-@torch.no_grad()
 def activation_norms(model: nn.Module, run) -> dict[str, torch.Tensor]:
     """‖X_j‖₂ over all calibration tokens, per input feature j of every linear layer (Wanda's statistic)."""
-    sq, hooks = {}, []
-    for name, m, _ in _lm_linears(model):
-        def hook(mod, inputs, output, name=name):
-            x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
-            sq[name] = sq.get(name, 0) + (x * x).sum(0)
-        hooks.append(m.register_forward_hook(hook))
-    try:
-        run(model)
-    finally:
-        for h in hooks:
-            h.remove()
+    sq = {}
+
+    def on_input(name, x):
+        sq[name] = sq.get(name, 0) + x.float().pow(2).sum(0)
+    watch_inputs(model, run, on_input)
     return {k: v.sqrt() for k, v in sq.items()}
 
 
@@ -296,7 +280,8 @@ def prune_linears(model: nn.Module, sparsity: float = 0.5, method: str = "magnit
     if method == "wanda" and act_norms is None:
         raise ValueError("method='wanda' needs act_norms (see activation_norms)")
     model = copy.deepcopy(model)
-    for name, m, w in _lm_linears(model):
+    for name, m in linear_layers(model):
+        w = linear_weight(m)
         norm = act_norms[name] if method == "wanda" else torch.ones(w.shape[1])
         if pattern == "2:4":
             mask = nm_mask(w * norm[None, :].to(w.dtype), 2, 4)

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
 from labkit import data, models, prune
+from labkit.layers import linear_layers
 
 
 @pytest.mark.parametrize("shape", [(64, 33), (8, 3, 3, 3), (1000,)])
@@ -134,7 +135,7 @@ def test_prune_linears_on_the_tiny_gpt():
     gpt, tok = models.load_tiny_gpt()
     ids = tok(data.load_corpus("train")[:4000], return_tensors="pt")["input_ids"][:, :64]
     norms = prune.activation_norms(gpt, lambda m: m(ids))
-    assert set(norms) == {n for n, _, _ in prune._lm_linears(gpt)}
+    assert set(norms) == {n for n, _ in linear_layers(gpt)}
     for method in ("magnitude", "wanda"):
         p = prune.prune_linears(gpt, 0.5, method, "2:4", norms)
         w = p.transformer.h[0].attn.c_attn.weight.t()            # (out, in)

@@ -17,6 +17,8 @@ decomposition (Dettmers et al. 2022), each checked against bitsandbytes in tests
 import torch
 import torch.nn as nn
 
+from ..layers import linear_layers, linear_weight, watch_inputs
+
 GRANULARITIES = ("tensor", "channel", "token")
 QMAX = 127
 
@@ -108,15 +110,6 @@ class Observer:
 
 
 # ---------------------------------------------------------------- linear layers
-
-
-def linear_weight(module: nn.Module) -> torch.Tensor:
-    """The weight of nn.Linear or transformers' Conv1D (GPT-2) as (out_features, in_features)."""
-    if isinstance(module, nn.Linear):
-        return module.weight
-    if type(module).__name__ == "Conv1D":   # stores (in_features, out_features)
-        return module.weight.t()
-    raise TypeError(f"module must be nn.Linear or transformers Conv1D, got {type(module).__name__}")
 
 
 def int8_matmul(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
@@ -237,35 +230,23 @@ def vectorwise_quant(x: torch.Tensor, threshold: float = 0.0):
 # ---------------------------------------------------------------- whole models
 
 
-def _linears(model: nn.Module, skip=("lm_head",)):
-    for name, m in model.named_modules():
-        if (isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D") and not any(s in name for s in skip):
-            yield name, m
-
-
 def replace_linears(model: nn.Module, make, skip=("lm_head",)) -> nn.Module:
     """Replace every nn.Linear / Conv1D (except names containing `skip`) by make(name, module), in place."""
-    for name, m in list(_linears(model, skip)):
+    for name, m in linear_layers(model, skip):
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, make(name, m))
     return model
 
 
-@torch.no_grad()
 def activation_absmax(model: nn.Module, run, skip=("lm_head",)) -> dict[str, torch.Tensor]:
     """Per-input-channel max |x| of the input of every linear layer while run(model) executes
     (calibration): {layer name: (in_features,) tensor}."""
-    stats, hooks = {}, []
-    for name, m in _linears(model, skip):
-        def hook(mod, inputs, output, name=name):
-            a = inputs[0].detach().abs().float().reshape(-1, inputs[0].shape[-1]).amax(dim=0)
-            stats[name] = torch.maximum(stats[name], a) if name in stats else a
-        hooks.append(m.register_forward_hook(hook))
-    try:
-        run(model)
-    finally:
-        for h in hooks:
-            h.remove()
+    stats = {}
+
+    def on_input(name, x):
+        a = x.abs().float().amax(dim=0)
+        stats[name] = torch.maximum(stats[name], a) if name in stats else a
+    watch_inputs(model, run, on_input, skip)
     return stats
 
 
@@ -339,19 +320,11 @@ class SmoothedLinear(nn.Module):
         return self.inner(x * self.inv_s.to(x.dtype))
 
 
-@torch.no_grad()
 def calibrate_static(model: nn.Module, run, method: str = "minmax", percentile: float = 99.99,
                      skip=("lm_head",)) -> dict[str, float]:
     """Static per-tensor activation scales for every linear layer's input, from run(model)."""
-    observers, hooks = {}, []
-    for name, m in _linears(model, skip):
-        observers[name] = Observer(method, percentile)
-        hooks.append(m.register_forward_hook(lambda mod, inp, out, o=observers[name]: o.update(inp[0])))
-    try:
-        run(model)
-    finally:
-        for h in hooks:
-            h.remove()
+    observers = {name: Observer(method, percentile) for name, _ in linear_layers(model, skip)}
+    watch_inputs(model, run, lambda name, x: observers[name].update(x), skip)
     return {name: o.scale() for name, o in observers.items()}
 
 

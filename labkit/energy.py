@@ -1,0 +1,354 @@
+"""Energy: measured where the machine allows it, estimated (and labelled so) where it does not.
+
+    meter = EnergyMeter()                    # picks every backend this machine offers
+    with meter.window("inference") as w:     # or meter.begin_window(name) / meter.end_window(name)
+        model(x)
+    for r in w.readings: print(r)            # one Reading per backend: joules, watts, and its method
+
+Backends, best first:
+- NVML energy counter (Volta and newer): the GPU's own accumulated millijoules.
+- NVML power samples: a background thread reads the board power every few ms; we integrate.
+  Many GPUs report power as an average over a window of ~1 s, so short kernels are smeared out.
+- Intel RAPL via powercap (/sys/class/powercap): package and DRAM energy counters in µJ, which
+  wrap around at max_energy_range_uj and are often readable only by root.
+- Estimate: an assumed CPU power (TDP) × this process's CPU utilisation, the way CodeCarbon falls
+  back when it can read nothing. Always labelled an estimate; never passed off as a measurement.
+A window shorter than a counter's update period yields no reading (joules None, and a note),
+never a false 0 J.
+"""
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# ---------------------------------------------------------------- units, cost, CO2
+
+J_PER_WH = 3600.0
+J_PER_KWH = 3.6e6
+# €200 M a year for 1.59 TWh (SemiAnalysis's 100k-H100 cluster, quoted in the course deck): €0.126/kWh
+DEFAULT_EUR_PER_KWH = 200e6 / 1.59e9
+# IEA, Electricity 2025 - Emissions: global average intensity of electricity generation in 2024
+DEFAULT_G_CO2_PER_KWH = 445.0
+
+
+def joules_to_kwh(joules: float) -> float:
+    return joules / J_PER_KWH
+
+
+def kwh_to_joules(kwh: float) -> float:
+    return kwh * J_PER_KWH
+
+
+def cost_eur(joules: float, eur_per_kwh: float = DEFAULT_EUR_PER_KWH) -> float:
+    """Electricity cost of `joules` at a stated price (default: €0.126/kWh, see DEFAULT_EUR_PER_KWH)."""
+    return joules_to_kwh(joules) * eur_per_kwh
+
+
+def co2_kg(joules: float, g_per_kwh: float = DEFAULT_G_CO2_PER_KWH) -> float:
+    """kg of CO₂ for `joules` at a stated grid intensity (default: IEA's 2024 world average, 445 g/kWh)."""
+    return joules_to_kwh(joules) * g_per_kwh / 1000
+
+
+def format_energy(joules: float) -> str:
+    """J, kJ, MJ... with Wh alongside once it is more than a few hundred joules."""
+    from .hw import format_rate
+    s = format_rate(joules, "J")
+    return s if joules < 360 else f"{s} ({format_rate(joules / J_PER_WH, 'Wh')})"
+
+
+# ---------------------------------------------------------------- the arithmetic of readings
+
+
+def integrate_power(times_s, watts) -> float:
+    """Energy (J) of a power trace by the trapezoid rule: Σ (P_i + P_{i+1}) / 2 · (t_{i+1} - t_i)."""
+    times_s, watts = list(times_s), list(watts)
+    if len(times_s) != len(watts):
+        raise ValueError(f"times_s and watts must have equal length, got {len(times_s)} and {len(watts)}")
+    if len(times_s) < 2:
+        raise ValueError("a power trace needs at least 2 samples to integrate")
+    if any(b < a for a, b in zip(times_s, times_s[1:])):
+        raise ValueError("times_s must be non-decreasing")
+    return sum((p0 + p1) / 2 * (t1 - t0) for t0, t1, p0, p1 in zip(times_s, times_s[1:], watts, watts[1:]))
+
+
+def counter_delta(start: int, end: int, max_range: int) -> int:
+    """Increase of a counter that wraps to 0 after max_range (RAPL's energy_uj): one wrap at most,
+    so windows must be shorter than the time to count through the whole range."""
+    if max_range <= 0 or not (0 <= start <= max_range and 0 <= end <= max_range):
+        raise ValueError(f"need 0 <= start, end <= max_range and max_range > 0, got {start}, {end}, {max_range}")
+    return end - start if end >= start else end + (max_range - start)
+
+
+@dataclass
+class Reading:
+    """One backend's account of one window."""
+    name: str
+    method: str                       # e.g. "NVML energy counter", "RAPL package", "estimate: ..."
+    device: str
+    duration_s: float
+    joules: float | None              # None: no valid reading for this window (see note)
+    note: str = ""
+
+    @property
+    def watts(self) -> float | None:
+        return None if self.joules is None or self.duration_s <= 0 else self.joules / self.duration_s
+
+    @property
+    def is_estimate(self) -> bool:
+        return self.method.startswith("estimate")
+
+    def __str__(self) -> str:
+        if self.joules is None:
+            return f"{self.name}: no reading over {self.duration_s:.3g} s [{self.method}, {self.device}]: {self.note}"
+        return (f"{self.name}: {format_energy(self.joules)} over {self.duration_s:.3g} s = {self.watts:.3g} W average "
+                f"[{self.method}, {self.device}]" + (f" ({self.note})" if self.note else ""))
+
+
+# ---------------------------------------------------------------- backends
+
+
+class Backend:
+    """start() returns an opaque state; stop(state, duration_s) returns (joules or None, note)."""
+    method = "?"
+    device = "?"
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self, state, duration_s: float):
+        raise NotImplementedError
+
+
+class RaplBackend(Backend):
+    """Intel RAPL through the Linux powercap tree: one counter per domain (package-N, dram)."""
+
+    def __init__(self, domain_dir: Path):
+        self.dir = Path(domain_dir)
+        name = (self.dir / "name").read_text().strip()
+        self.method, self.device = f"RAPL {name} counter", self.dir.name
+        self.max_range = int((self.dir / "max_energy_range_uj").read_text())
+        self._read()  # raises PermissionError now, not in the middle of a measurement
+
+    def _read(self) -> int:
+        return int((self.dir / "energy_uj").read_text())
+
+    def start(self):
+        return self._read()
+
+    def stop(self, state, duration_s):
+        delta = counter_delta(state, self._read(), self.max_range)
+        if delta == 0:
+            return None, "the counter did not move: window shorter than its update period (~1 ms)"
+        return delta * 1e-6, ""
+
+
+def rapl_backends(root: Path | str = "/sys/class/powercap") -> tuple[list[RaplBackend], list[str]]:
+    """The readable RAPL domains under `root` (packages and their DRAM subdomains), and a list of
+    reasons for those that are not (missing tree, permission denied)."""
+    root = Path(root)
+    if not root.exists():
+        return [], [f"{root} does not exist (no powercap/RAPL on this machine or in this container)"]
+    found, problems = [], []
+    for d in sorted(root.glob("intel-rapl:*")):
+        if not (d / "energy_uj").exists():
+            continue
+        try:
+            found.append(RaplBackend(d))
+        except PermissionError:
+            problems.append(f"{d}/energy_uj is not readable by this user (root-only since 2020; "
+                            "ask for read access or run as root)")
+    if not found and not problems:
+        problems.append(f"no intel-rapl:* domains under {root}")
+    return found, problems
+
+
+class _Nvml:
+    """Import and initialise NVML once; None when absent (no driver, no GPU)."""
+    handle_cache: dict = {}
+
+    @staticmethod
+    def handle(index: int):
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception as e:  # library missing, no driver, no such GPU
+            raise RuntimeError(f"NVML unavailable: {type(e).__name__}: {e}") from None
+
+
+class NvmlCounterBackend(Backend):
+    """The GPU's total-energy counter (mJ since the driver loaded; Volta and newer)."""
+
+    def __init__(self, index: int = 0):
+        self.nvml, self.h = _Nvml.handle(index)
+        self.method, self.device = "NVML energy counter", f"GPU {index} {self.nvml.nvmlDeviceGetName(self.h)}"
+        self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.h)  # raises on GPUs without the counter
+
+    def start(self):
+        return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.h)
+
+    def stop(self, state, duration_s):
+        delta = self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.h) - state
+        if delta <= 0:
+            return None, "the counter did not move: window shorter than its update period"
+        return delta * 1e-3, ""
+
+
+class NvmlSamplerBackend(Backend):
+    """Board power sampled in a background thread every interval_s, integrated over the window."""
+
+    def __init__(self, index: int = 0, interval_s: float = 0.005):
+        self.nvml, self.h = _Nvml.handle(index)
+        self.method, self.device = "NVML power samples", f"GPU {index} {self.nvml.nvmlDeviceGetName(self.h)}"
+        self.interval_s = interval_s
+
+    def start(self):
+        state = {"t": [], "w": [], "stop": threading.Event()}
+
+        def sample():
+            while not state["stop"].is_set():
+                state["t"].append(time.perf_counter())
+                state["w"].append(self.nvml.nvmlDeviceGetPowerUsage(self.h) / 1000.0)
+                state["stop"].wait(self.interval_s)
+        state["thread"] = threading.Thread(target=sample, daemon=True)
+        state["thread"].start()
+        return state
+
+    def stop(self, state, duration_s):
+        state["stop"].set()
+        state["thread"].join()
+        if len(state["t"]) < 2:
+            return None, f"fewer than 2 power samples (sampling every {self.interval_s * 1e3:.0f} ms)"
+        return integrate_power(state["t"], state["w"]), f"{len(state['t'])} samples; board power is itself an average"
+
+
+ASSUMED_CPU_WATTS_PER_CORE = 10.0  # an assumption, not a measurement: override with cpu_tdp_w / LABKIT_CPU_TDP_W
+
+
+class EstimateBackend(Backend):
+    """Energy ≈ assumed CPU power × this process's CPU utilisation × time."""
+
+    def __init__(self, cpu_tdp_w: float | None = None):
+        from .device import cpu_cores
+        self.cores = cpu_cores()
+        env = os.environ.get("LABKIT_CPU_TDP_W")
+        self.tdp_w = float(cpu_tdp_w or env or ASSUMED_CPU_WATTS_PER_CORE * self.cores)
+        source = "given" if cpu_tdp_w else ("LABKIT_CPU_TDP_W" if env else f"assumed {ASSUMED_CPU_WATTS_PER_CORE:g} W/core")
+        self.method = f"estimate: CPU power {self.tdp_w:g} W ({source}) × CPU utilisation"
+        self.device = f"CPU ({self.cores} cores)"
+
+    def start(self):
+        t = os.times()
+        return t.user + t.system
+
+    def stop(self, state, duration_s):
+        t = os.times()
+        cpu_s = t.user + t.system - state
+        if cpu_s <= 0:
+            return None, "no CPU time recorded (window shorter than the OS clock tick, ~10 ms)"
+        util = min(1.0, cpu_s / (duration_s * self.cores)) if duration_s > 0 else 1.0
+        return self.tdp_w * util * duration_s, f"utilisation {util:.0%} of {self.cores} cores"
+
+
+# ---------------------------------------------------------------- the meter
+
+
+@dataclass
+class Window:
+    name: str
+    readings: list[Reading] = field(default_factory=list)
+
+    def best(self) -> Reading | None:
+        """The first valid measured reading, else the first valid estimate."""
+        valid = [r for r in self.readings if r.joules is not None]
+        return next((r for r in valid if not r.is_estimate), valid[0] if valid else None)
+
+
+class EnergyMeter:
+    """Measure named windows with every available backend (see the module docstring).
+
+    backends: a list of Backend objects, or "auto" (NVML counter + samples for each visible
+    GPU, readable RAPL domains, and always the CPU estimate). unavailable lists why the others
+    are missing, for the notebook to say.
+    """
+
+    def __init__(self, backends="auto", gpus=None, powercap_root: str = "/sys/class/powercap",
+                 cpu_tdp_w: float | None = None):
+        self.unavailable: list[str] = []
+        if backends == "auto":
+            backends = []
+            for i in (gpus if gpus is not None else range(_gpu_count())):
+                for cls in (NvmlCounterBackend, NvmlSamplerBackend):
+                    try:
+                        backends.append(cls(i))
+                    except Exception as e:
+                        self.unavailable.append(f"{cls.__name__}({i}): {e}")
+            rapl, problems = rapl_backends(powercap_root)
+            backends += rapl
+            self.unavailable += problems
+            backends.append(EstimateBackend(cpu_tdp_w))
+        if not backends:
+            raise ValueError("backends must name at least one backend")
+        self.backends = list(backends)
+        self._open: dict[str, tuple[float, list]] = {}
+
+    def begin_window(self, name: str) -> None:
+        if name in self._open:
+            raise ValueError(f"window {name!r} is already open")
+        states = [b.start() for b in self.backends]
+        self._open[name] = (time.perf_counter(), states)
+
+    def end_window(self, name: str) -> Window:
+        if name not in self._open:
+            raise ValueError(f"no open window named {name!r} (open: {sorted(self._open)})")
+        t_end = time.perf_counter()
+        t0, states = self._open.pop(name)
+        duration = t_end - t0
+        win = Window(name)
+        for b, s in zip(self.backends, states):
+            joules, note = b.stop(s, duration)
+            win.readings.append(Reading(name, b.method, b.device, duration, joules, note))
+        return win
+
+    @contextmanager
+    def window(self, name: str = "window", sync=None):
+        """Context manager; sync (e.g. torch.cuda.synchronize) runs before the window closes."""
+        w = Window(name)
+        self.begin_window(name)
+        try:
+            yield w
+        finally:
+            if sync:
+                sync()
+            w.readings = self.end_window(name).readings
+
+    def overhead_s(self, n: int = 50) -> float:
+        """Median seconds one begin_window + end_window pair costs (with empty windows)."""
+        import statistics
+        times = []
+        for i in range(n):
+            t = time.perf_counter()
+            self.begin_window(f"_overhead{i}")
+            self.end_window(f"_overhead{i}")
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
+def per_inference(reading: Reading, n_inferences: int) -> dict:
+    """J per inference, inferences per J, and throughput from one window's reading."""
+    if n_inferences <= 0:
+        raise ValueError(f"n_inferences must be > 0, got {n_inferences}")
+    if reading.joules is None:
+        raise ValueError(f"reading {reading.name!r} has no energy: {reading.note}")
+    return {"joules_per_inference": reading.joules / n_inferences, "inferences_per_joule": n_inferences / reading.joules,
+            "inferences_per_s": n_inferences / reading.duration_s, "watts": reading.watts, "method": reading.method}

@@ -156,7 +156,10 @@ def rapl_backends(root: Path | str = "/sys/class/powercap") -> tuple[list[RaplBa
             continue
         try:
             found.append(RaplBackend(d))
-        except PermissionError:
+        except OSError as e:  # PermissionError (root-only files) or I/O errors some VMs return
+            if not isinstance(e, PermissionError):
+                problems.append(f"{d}/energy_uj could not be read: {e}")
+                continue
             problems.append(f"{d}/energy_uj is not readable by this user (root-only since 2020; "
                             "ask for read access or run as root)")
     if not found and not problems:
@@ -165,17 +168,26 @@ def rapl_backends(root: Path | str = "/sys/class/powercap") -> tuple[list[RaplBa
 
 
 class _Nvml:
-    """Import and initialise NVML once; None when absent (no driver, no GPU)."""
-    handle_cache: dict = {}
+    """Import NVML and find a GPU's handle; a RuntimeError saying why when that fails."""
 
     @staticmethod
     def handle(index: int):
+        """NVML handle of torch's GPU `index`. NVML numbers GPUs by PCI bus and ignores
+        CUDA_VISIBLE_DEVICES, so the GPU is found by its UUID when torch can tell it."""
         try:
             import pynvml
             pynvml.nvmlInit()
-            return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
-        except Exception as e:  # library missing, no driver, no such GPU
+        except Exception as e:  # library missing, no driver
             raise RuntimeError(f"NVML unavailable: {type(e).__name__}: {e}") from None
+        try:
+            import torch
+            uuid = str(torch.cuda.get_device_properties(index).uuid)
+            return pynvml, pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else "GPU-" + uuid)
+        except Exception:
+            try:
+                return pynvml, pynvml.nvmlDeviceGetHandleByIndex(index)
+            except Exception as e:  # no such GPU
+                raise RuntimeError(f"NVML has no GPU {index}: {type(e).__name__}: {e}") from None
 
 
 class NvmlCounterBackend(Backend):
@@ -204,14 +216,18 @@ class NvmlSamplerBackend(Backend):
         self.method, self.device = "NVML power samples", f"GPU {index} {self.nvml.nvmlDeviceGetName(self.h)}"
         self.interval_s = interval_s
 
+    def _sample(self):
+        return time.perf_counter(), self.nvml.nvmlDeviceGetPowerUsage(self.h) / 1000.0
+
     def start(self):
-        state = {"t": [], "w": [], "stop": threading.Event()}
+        t, w = self._sample()  # a sample at the very start of the window
+        state = {"t": [t], "w": [w], "stop": threading.Event()}
 
         def sample():
-            while not state["stop"].is_set():
-                state["t"].append(time.perf_counter())
-                state["w"].append(self.nvml.nvmlDeviceGetPowerUsage(self.h) / 1000.0)
-                state["stop"].wait(self.interval_s)
+            while not state["stop"].wait(self.interval_s):
+                t, w = self._sample()
+                state["t"].append(t)
+                state["w"].append(w)
         state["thread"] = threading.Thread(target=sample, daemon=True)
         state["thread"].start()
         return state
@@ -219,6 +235,9 @@ class NvmlSamplerBackend(Backend):
     def stop(self, state, duration_s):
         state["stop"].set()
         state["thread"].join()
+        t, w = self._sample()  # and one at the very end, so the whole window is integrated
+        state["t"].append(t)
+        state["w"].append(w)
         if len(state["t"]) < 2:
             return None, f"fewer than 2 power samples (sampling every {self.interval_s * 1e3:.0f} ms)"
         return integrate_power(state["t"], state["w"]), f"{len(state['t'])} samples; board power is itself an average"
@@ -297,7 +316,14 @@ class EnergyMeter:
     def begin_window(self, name: str) -> None:
         if name in self._open:
             raise ValueError(f"window {name!r} is already open")
-        states = [b.start() for b in self.backends]
+        states = []
+        try:
+            for b in self.backends:
+                states.append(b.start())
+        except Exception:
+            for b, s in zip(self.backends, states):  # stop what started (sampler threads) before failing
+                b.stop(s, 0.0)
+            raise
         self._open[name] = (time.perf_counter(), states)
 
     def end_window(self, name: str) -> Window:
@@ -314,14 +340,20 @@ class EnergyMeter:
 
     @contextmanager
     def window(self, name: str = "window", sync=None):
-        """Context manager; sync (e.g. torch.cuda.synchronize) runs before the window closes."""
+        """Context manager. sync runs before the window opens and before it closes, so queued GPU
+        work lands inside it; it defaults to torch.cuda.synchronize when a GPU backend is in use."""
+        if sync is None and any(isinstance(b, (NvmlCounterBackend, NvmlSamplerBackend)) for b in self.backends):
+            import torch
+            sync = torch.cuda.synchronize if torch.cuda.is_available() else None
         w = Window(name)
+        if sync:
+            sync()
         self.begin_window(name)
         try:
             yield w
-        finally:
             if sync:
                 sync()
+        finally:
             w.readings = self.end_window(name).readings
 
     def overhead_s(self, n: int = 50) -> float:

@@ -122,7 +122,8 @@ def prunable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def _conv_keep_out(conv: nn.Conv2d, keep: torch.Tensor) -> nn.Conv2d:
-    new = nn.Conv2d(conv.in_channels, len(keep), conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    new = nn.Conv2d(conv.in_channels, len(keep), conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    bias=conv.bias is not None).to(conv.weight.device, conv.weight.dtype)
     with torch.no_grad():
         new.weight.copy_(conv.weight[keep])
         if conv.bias is not None:
@@ -131,7 +132,8 @@ def _conv_keep_out(conv: nn.Conv2d, keep: torch.Tensor) -> nn.Conv2d:
 
 
 def _conv_keep_in(conv: nn.Conv2d, keep: torch.Tensor) -> nn.Conv2d:
-    new = nn.Conv2d(len(keep), conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=conv.bias is not None)
+    new = nn.Conv2d(len(keep), conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    bias=conv.bias is not None).to(conv.weight.device, conv.weight.dtype)
     with torch.no_grad():
         new.weight.copy_(conv.weight[:, keep])
         if conv.bias is not None:
@@ -140,7 +142,7 @@ def _conv_keep_in(conv: nn.Conv2d, keep: torch.Tensor) -> nn.Conv2d:
 
 
 def _linear_keep_in(lin: nn.Linear, keep_cols: torch.Tensor) -> nn.Linear:
-    new = nn.Linear(len(keep_cols), lin.out_features, bias=lin.bias is not None)
+    new = nn.Linear(len(keep_cols), lin.out_features, bias=lin.bias is not None).to(lin.weight.device, lin.weight.dtype)
     with torch.no_grad():
         new.weight.copy_(lin.weight[:, keep_cols])
         if lin.bias is not None:
@@ -168,7 +170,7 @@ def prune_cnn_channels(model, fraction: float):
     k2 = filter_keep(m.conv2, fraction)
     m.conv2 = _conv_keep_out(m.conv2, k2)
     spatial = m.fc1.in_features // model.conv2.out_channels     # 7 × 7 positions per channel
-    cols = (k2[:, None] * spatial + torch.arange(spatial)[None, :]).reshape(-1)
+    cols = (k2[:, None] * spatial + torch.arange(spatial, device=k2.device)[None, :]).reshape(-1)
     m.fc1 = _linear_keep_in(m.fc1, cols)
     return m
 
@@ -282,9 +284,9 @@ def prune_linears(model: nn.Module, sparsity: float = 0.5, method: str = "magnit
     model = copy.deepcopy(model)
     for name, m in linear_layers(model):
         w = linear_weight(m)
-        norm = act_norms[name] if method == "wanda" else torch.ones(w.shape[1])
+        norm = (act_norms[name] if method == "wanda" else torch.ones(w.shape[1])).to(w.device, torch.float32)
         if pattern == "2:4":
-            mask = nm_mask(w * norm[None, :].to(w.dtype), 2, 4)
+            mask = nm_mask(w.float() * norm[None, :], 2, 4)   # scores in fp32: fp16 norms could overflow
         else:
             mask = wanda_mask(w, norm, sparsity)   # with unit norms: per-row magnitude
         w.mul_(mask)                                # w is a view: prunes the module's weight

@@ -92,6 +92,19 @@ def test_structured_pruning_keeps_kept_channels_exact():
         k2 = prune.filter_keep(prune._conv_keep_in(model.conv2, k1), 0.5)
         torch.testing.assert_close(small.conv2(h[:, k1]), model.conv2(zeroed)[:, k2], atol=1e-5, rtol=1e-5)
     assert sum(p.numel() for p in small.parameters()) < 0.5 * sum(p.numel() for p in model.parameters())
+    # the whole network: equal to the original with the pruned filters' weights and biases zeroed
+    zeroed_model = copy.deepcopy(model)
+    with torch.no_grad():
+        drop1 = torch.ones(32, dtype=torch.bool)
+        drop1[k1] = False
+        zeroed_model.conv1.weight[drop1] = 0
+        zeroed_model.conv1.bias[drop1] = 0
+        kept2 = prune.filter_keep(prune._conv_keep_in(model.conv2, k1), 0.5)
+        drop2 = torch.ones(64, dtype=torch.bool)
+        drop2[kept2] = False
+        zeroed_model.conv2.weight[drop2] = 0
+        zeroed_model.conv2.bias[drop2] = 0
+        torch.testing.assert_close(small(x), zeroed_model(x), atol=1e-5, rtol=1e-5)
 
 
 def test_storage_accounting_by_hand():

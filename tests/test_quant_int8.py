@@ -78,9 +78,15 @@ def test_bad_input():
         Q.smoothquant_scales(torch.ones(4), torch.ones(2, 4), alpha=2)
 
 
-def test_int8_matmul_is_exact():
+def test_int8_matmul_is_exact(monkeypatch):
     a = torch.randint(-127, 128, (40, 64), dtype=torch.int8)
     b = torch.randint(-127, 128, (24, 64), dtype=torch.int8)
+    assert torch.equal(Q.int8_matmul(a, b).long(), a.long() @ b.long().t())
+
+    def refuse(*args):  # as CUDA's kernel does for M <= 16 or K, N not multiples of 8
+        raise RuntimeError("self.size(0) needs to be greater than 16")
+    monkeypatch.setattr(torch, "_int_mm", refuse)
+    a, b = a[:5, :12], b[:7, :12]
     assert torch.equal(Q.int8_matmul(a, b).long(), a.long() @ b.long().t())
 
 

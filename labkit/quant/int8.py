@@ -106,7 +106,9 @@ class Observer:
         if self.method == "minmax":
             return self.absmax / QMAX
         a = torch.cat(self.samples)
-        return torch.quantile(a[: 2**24], self.percentile / 100).item() / QMAX
+        if a.numel() > 2**24:  # torch.quantile's limit: a random subsample of every batch seen
+            a = a[torch.randperm(a.numel(), generator=torch.Generator().manual_seed(0))[: 2**24]]
+        return torch.quantile(a, self.percentile / 100).item() / QMAX
 
 
 # ---------------------------------------------------------------- linear layers
@@ -118,8 +120,10 @@ def int8_matmul(xq: torch.Tensor, wq: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"int8_matmul needs int8 tensors, got {xq.dtype} and {wq.dtype}")
     try:
         return torch._int_mm(xq, wq.t())
-    except RuntimeError:  # shapes or devices the fused kernel does not take: exact but slower
-        return (xq.to(torch.int32) @ wq.t().to(torch.int32))
+    except RuntimeError:
+        # shapes the fused kernel refuses (on CUDA: M <= 16, K or N not a multiple of 8). Products
+        # of int8 summed in float64 are exact up to K ~ 2^37, and float64 matmul runs on every device.
+        return (xq.double() @ wq.t().double()).round().to(torch.int32)
 
 
 class W8A8Linear(nn.Module):
@@ -172,8 +176,9 @@ class W8A8Linear(nn.Module):
 
 class LLMInt8Linear(nn.Module):
     """LLM.int8(): feature columns of the input holding any |x| >= threshold stay in 16-bit
-    (here fp32) for those columns of x and W; everything else is int8, per token for x and per
-    output channel for W. Outlier elements are left out of the row absmax, as bitsandbytes does."""
+    (here fp32) for x, multiplied by the dequantized weight columns; everything else is int8,
+    per token for x and per output channel for W. Outlier elements are left out of the row
+    absmax, and only the int8 weight is stored, as bitsandbytes does (has_fp16_weights=False)."""
 
     def __init__(self, module: nn.Module, threshold: float = 6.0):
         super().__init__()
@@ -181,8 +186,7 @@ class LLMInt8Linear(nn.Module):
             raise ValueError(f"threshold must be > 0, got {threshold!r}")
         self.threshold = threshold
         w = linear_weight(module).detach().float()
-        self.register_buffer("w", w)                        # the 16-bit copy, for outlier columns
-        q, s, _ = quantize(w, "channel")
+        q, s, _ = quantize(w, "channel")                    # outlier columns use these, dequantized
         self.register_buffer("wq", q)
         self.register_buffer("w_scale", s)
         self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().float(), requires_grad=False)
@@ -191,13 +195,11 @@ class LLMInt8Linear(nn.Module):
     def forward(self, x):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).float()
-        xq, xs, cols = vectorwise_quant(x2, self.threshold)
+        xq, xs, cols = vectorwise_quant(x2, self.threshold)   # xq is already 0 in the outlier columns
         self.last_outlier_columns = cols
-        wq = self.wq.clone()
-        wq[:, cols] = 0
-        y = int8_matmul(xq, wq).float() * (xs / QMAX) * self.w_scale.t()
-        if len(cols):
-            y = y + x2[:, cols] @ self.w[:, cols].t()
+        y = int8_matmul(xq, self.wq).float() * (xs / QMAX) * self.w_scale.t()
+        if len(cols):  # the 16-bit part: outlier columns of x times the (dequantized) weight columns
+            y = y + x2[:, cols] @ (self.wq[:, cols].float() * self.w_scale).t()
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype).reshape(*shape[:-1], -1)

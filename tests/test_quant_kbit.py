@@ -60,3 +60,41 @@ def test_bad_input():
         K.fake_quant_nf4(torch.randn(64), blocksize=1)
     with pytest.raises(ValueError, match="scheme"):
         K.bits_per_param("int3")
+
+
+def _layer_loss(w, q, x):
+    return ((x @ w.t() - x @ q.t()) ** 2).sum().item()
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_beats_round_to_nearest_on_the_calibration_loss(act_order):
+    torch.manual_seed(0)
+    n_in, n_out = 256, 96
+    mix = torch.randn(n_in, n_in) / n_in**0.5
+    x = torch.randn(2048, n_in) @ mix * torch.logspace(-1, 1, n_in)   # correlated inputs of mixed scale
+    w = torch.randn(n_out, n_in)
+    H = x.t() @ x / len(x)
+    rtn = K.rtn_quantize(w, 4, 64)
+    gptq = K.gptq_quantize(w, H, 4, 64, blocksize=64, act_order=act_order)
+    assert _layer_loss(w, gptq, x) < 0.95 * _layer_loss(w, rtn, x)
+    # still 4-bit: at most 16 levels per row in each group (with act_order the groups follow the new order)
+    for q in ([rtn] if act_order else [rtn, gptq]):
+        assert max(len(row.unique()) for row in q.reshape(n_out, -1, 64).transpose(0, 1).reshape(-1, 64)) <= 16
+
+
+def test_gptq_rejects_a_wrong_hessian():
+    with pytest.raises(ValueError, match="hessian"):
+        K.gptq_quantize(torch.randn(4, 8), torch.eye(7))
+
+
+def test_quantize_model_4bit_on_the_tiny_gpt():
+    from labkit import data, models
+    gpt, tok = models.load_tiny_gpt()
+    ids = tok(data.load_corpus("train")[:5000], return_tensors="pt")["input_ids"][:, :128].view(1, 128)
+    q = K.quantize_model_4bit(gpt, lambda m: m(ids), "gptq", group=128)
+    w, w0 = q.transformer.h[0].mlp.c_fc.weight.t(), gpt.transformer.h[0].mlp.c_fc.weight.t()
+    # GPTQ moves weights further than rounding alone (it compensates errors): bounded, not tiny
+    assert not torch.equal(w, w0) and Q.relative_error(w0, w) < 0.3
+    assert all(len(row.unique()) <= 16 for row in w[:, :128])
+    with pytest.raises(ValueError, match="method"):
+        K.quantize_model_4bit(gpt, lambda m: None, "awq")

@@ -124,3 +124,99 @@ def bits_per_param(scheme: str, blocksize: int = 64, dq_blocksize: int = 256, gr
     if scheme not in table:
         raise ValueError(f"scheme must be one of {sorted(table)}, got {scheme!r}")
     return table[scheme]
+
+
+# ---------------------------------------------------------------- GPTQ
+
+
+def _int4_row_params(w: torch.Tensor, bits: int = 4):
+    """Per-row asymmetric scale and zero for the columns in w (out, k): 2^bits levels over [min, max]."""
+    qmax = 2**bits - 1
+    lo, hi = w.amin(dim=1).clamp(max=0), w.amax(dim=1).clamp(min=0)
+    s = ((hi - lo) / qmax).clamp(min=1e-8)
+    return s, torch.round(-lo / s), qmax
+
+
+def _q(w, s, z, qmax):
+    return (torch.clamp(torch.round(w / s) + z, 0, qmax) - z) * s
+
+
+def rtn_quantize(w: torch.Tensor, bits: int = 4, group: int = 128) -> torch.Tensor:
+    """Round-to-nearest: each group of `group` input columns quantized per output row, no correction."""
+    out = torch.empty_like(w, dtype=torch.float32)
+    w = w.float()
+    for c in range(0, w.shape[1], group):
+        s, z, qmax = _int4_row_params(w[:, c:c + group], bits)
+        out[:, c:c + group] = _q(w[:, c:c + group], s[:, None], z[:, None], qmax)
+    return out
+
+
+@torch.no_grad()
+def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group: int = 128, blocksize: int = 128,
+                  damp: float = 0.01, act_order: bool = False) -> torch.Tensor:
+    """GPTQ (Frantar et al., 2023): quantize W (out, in) column by column; after each column, spread
+    its rounding error over the columns not yet quantized, weighted by the inverse Hessian of the
+    layer's loss ‖WX − QX‖² (H = X Xᵀ over calibration inputs). Lazy batched updates in blocks of
+    `blocksize` columns; `damp` × mean diag(H) is added to H's diagonal for stability; act_order
+    quantizes the columns with the largest H diagonal (most active inputs) first.
+    Returns the dequantized weight, same shape as w."""
+    W = w.detach().float().clone()
+    n = W.shape[1]
+    H = hessian.detach().float().clone()
+    if H.shape != (n, n):
+        raise ValueError(f"hessian must be ({n}, {n}) for a weight with {n} input columns, got {tuple(H.shape)}")
+    if group % 1 or blocksize % group and group % blocksize:
+        raise ValueError(f"group ({group}) and blocksize ({blocksize}) must divide one another")
+    dead = torch.diag(H) == 0               # inputs never active: their weights cannot matter
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(n)
+    W, H = W[:, perm], H[perm][:, perm]
+    H += damp * torch.diag(H).mean() * torch.eye(n)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Q = torch.zeros_like(W)
+    params = None
+    for i1 in range(0, n, blocksize):
+        i2 = min(i1 + blocksize, n)
+        W1, Err = W[:, i1:i2].clone(), torch.zeros(W.shape[0], i2 - i1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if col % group == 0:            # scales from the group's (already error-corrected) weights
+                params = _int4_row_params(torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :group], bits)
+            s, z, qmax = params
+            q = _q(W1[:, i], s, z, qmax)
+            Q[:, col] = q
+            err = (W1[:, i] - q) / Hinv1[i, i]
+            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+            Err[:, i] = err
+        W[:, i2:] -= Err @ Hinv[i1:i2, i2:]
+    return Q[:, torch.argsort(perm)]
+
+
+@torch.no_grad()
+def quantize_model_4bit(model, calibrate, method: str = "gptq", bits: int = 4, group: int = 128, **gptq_kw):
+    """A copy of a transformers model whose linear layers (not the LM head) hold 4-bit group-quantized
+    weights (dequantized in place), by "rtn" or "gptq". GPTQ goes layer by layer in forward order,
+    each layer's Hessian collected from the inputs it sees in the partly quantized model."""
+    import copy
+
+    from ..layers import linear_layers, linear_weight, watch_inputs
+    if method not in ("rtn", "gptq"):
+        raise ValueError(f"method must be 'rtn' or 'gptq', got {method!r}")
+    model = copy.deepcopy(model)
+    for name, m in linear_layers(model):
+        w = linear_weight(m)
+        if method == "rtn":
+            w.copy_(rtn_quantize(w, bits, group))
+            continue
+        H = torch.zeros(w.shape[1], w.shape[1])
+        count = [0]
+
+        def on_input(n, x, target=name):
+            if n == target:
+                H.add_(x.float().t() @ x.float())
+                count[0] += x.shape[0]
+        watch_inputs(model, calibrate, on_input)
+        w.copy_(gptq_quantize(w, H / max(count[0], 1), bits, group, **gptq_kw))
+    return model

@@ -1,0 +1,62 @@
+"""labkit.quant.bitnet: absmean ternarization, BitLinear's forward and STE, packing, add-only matmul."""
+import pytest
+import torch
+
+from labkit.quant import bitnet as B
+
+
+def test_ternarize_by_hand():
+    codes, gamma = B.ternarize(torch.tensor([[0.9, -0.1, -2.0, 0.4]]))
+    assert gamma.item() == pytest.approx(0.85) and codes.tolist() == [[1, 0, -1, 0]]
+
+
+def test_bitlinear_forward_equals_its_formula_and_gradients_go_straight_through():
+    torch.manual_seed(0)
+    layer = B.BitLinear(16, 8)
+    x = torch.randn(5, 16, requires_grad=True)
+    y = layer(x)
+    codes, gamma = B.ternarize(layer.weight)
+    torch.testing.assert_close(y, B.quant_activations(x) @ (codes.float() * gamma).t() + layer.bias)
+    y.sum().backward()
+    # STE: the latent weight gets the gradient a linear layer with the quantized operands would get
+    torch.testing.assert_close(layer.weight.grad, torch.ones(5, 8).t() @ B.quant_activations(x.detach()))
+    torch.testing.assert_close(x.grad, torch.ones(5, 8) @ (codes.float() * gamma))
+
+
+@pytest.mark.parametrize("n", [1, 4, 5, 6, 1000, 4099])
+def test_pack_ternary_round_trip_at_1_6_bits(n):
+    codes = torch.randint(-1, 2, (n,), dtype=torch.int8)
+    packed = B.pack_ternary(codes)
+    assert packed.dtype == torch.uint8 and packed.numel() == -(-n // 5)
+    assert torch.equal(B.unpack_ternary(packed, n), codes)
+    if n >= 1000:
+        assert B.ternary_bits_per_weight(n) <= 1.64
+    with pytest.raises(ValueError, match="-1, 0, 1"):
+        B.pack_ternary(torch.tensor([2]))
+
+
+def test_ternary_matmul_equals_the_dense_reference():
+    w = torch.randn(12, 40)
+    codes, gamma = B.ternarize(w)
+    x = torch.randn(3, 7, 40)
+    torch.testing.assert_close(B.ternary_matmul(x, codes, gamma), x @ (codes.float() * gamma).t(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="must match"):
+        B.ternary_matmul(torch.randn(3, 39), codes, gamma)
+
+
+def test_bitnet_gpt_trains():
+    from transformers import GPT2Config
+    torch.manual_seed(0)
+    model = B.bitnet_gpt(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50, n_positions=16,
+                                    bos_token_id=0, eos_token_id=0))
+    assert sum(isinstance(m, B.BitLinear) for m in model.modules()) == 4
+    ids = torch.randint(0, 50, (4, 16))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = model(ids, labels=ids).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 1.0  # it learns (memorises the batch) through the STE

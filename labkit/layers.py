@@ -28,6 +28,14 @@ def linear_layers(model: nn.Module, skip=("lm_head",)) -> list[tuple[str, nn.Mod
     return [(n, m) for n, m in model.named_modules() if is_linear(m) and not any(s in n for s in skip)]
 
 
+def replace_linears(model: nn.Module, make, skip=("lm_head",)) -> nn.Module:
+    """Replace every nn.Linear / Conv1D (except names containing `skip`) by make(name, module), in place."""
+    for name, m in linear_layers(model, skip):
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, make(name, m))
+    return model
+
+
 @torch.no_grad()
 def watch_inputs(model: nn.Module, run, on_input, skip=("lm_head",)) -> None:
     """Call on_input(name, x) with each linear layer's input, flattened to (tokens, in_features),

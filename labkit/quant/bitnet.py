@@ -46,18 +46,17 @@ def bitnet_gpt(config):
     embeddings and the tied LM head stay in full precision, as in BitNet."""
     from transformers import GPT2LMHeadModel
 
-    from ..layers import linear_layers, linear_weight
-    model = GPT2LMHeadModel(config)
-    for name, m in linear_layers(model):
+    from ..layers import linear_weight, replace_linears
+
+    def to_bitlinear(name, m):
         w = linear_weight(m)
         bl = BitLinear(w.shape[1], w.shape[0], bias=m.bias is not None)
         with torch.no_grad():
             bl.weight.copy_(w)
             if m.bias is not None:
                 bl.bias.copy_(m.bias)
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, bl)
-    return model
+        return bl
+    return replace_linears(GPT2LMHeadModel(config), to_bitlinear)
 
 
 def pack_ternary(codes: torch.Tensor) -> torch.Tensor:

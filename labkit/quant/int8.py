@@ -17,7 +17,7 @@ decomposition (Dettmers et al. 2022), each checked against bitsandbytes in tests
 import torch
 import torch.nn as nn
 
-from ..layers import linear_layers, linear_weight, watch_inputs
+from ..layers import linear_layers, linear_weight, replace_linears, watch_inputs
 
 GRANULARITIES = ("tensor", "channel", "token")
 QMAX = 127
@@ -230,14 +230,6 @@ def vectorwise_quant(x: torch.Tensor, threshold: float = 0.0):
 
 
 # ---------------------------------------------------------------- whole models
-
-
-def replace_linears(model: nn.Module, make, skip=("lm_head",)) -> nn.Module:
-    """Replace every nn.Linear / Conv1D (except names containing `skip`) by make(name, module), in place."""
-    for name, m in linear_layers(model, skip):
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, make(name, m))
-    return model
 
 
 def activation_absmax(model: nn.Module, run, skip=("lm_head",)) -> dict[str, torch.Tensor]:

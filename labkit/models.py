@@ -70,6 +70,75 @@ def perplexity(model, tokenizer, text: str, window: int | None = None, max_token
     return math.exp(nll / count)
 
 
+def train_lm(model, train_ids: torch.Tensor, steps: int, batch: int = 16, lr: float = 1e-3, seed: int = 0,
+             eval_ids: torch.Tensor | None = None, log_every: int = 100, eval_every: int = 500,
+             desc: str = "training", progress: bool = True) -> list[dict]:
+    """Train a causal LM in place on random windows of `train_ids`; return its log (list of dicts).
+
+    The course's one recipe (scripts/train_tiny_gpt.py, scripts/train_bitnet_gpt.py, lab 04):
+    AdamW (betas 0.9/0.95, weight decay 0.1 on matrices only), linear warm-up over steps/30 then
+    cosine decay to lr/10, gradient clipping at 1.0, bf16 autocast with fp32 weights, batches of
+    `batch` windows of config.n_positions tokens drawn by a generator seeded with `seed` (two
+    models trained with the same seed see the same batches). Every `log_every` steps the log gets
+    the train loss, the learning rate and the elapsed seconds; every `eval_every` steps (and at
+    the end) the mean loss on 64 fixed windows of `eval_ids`, if given. `model` may be wrapped in
+    DistributedDataParallel (give each rank its own seed so that the ranks see different batches).
+    """
+    import time
+
+    from tqdm.auto import tqdm
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    T = getattr(model, "module", model).config.n_positions
+    train_ids = torch.as_tensor(train_ids, dtype=torch.long)
+    if len(train_ids) <= T + 1:
+        raise ValueError(f"train_ids needs more than {T + 1} tokens (one window), got {len(train_ids)}")
+    device = next(model.parameters()).device
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.95))
+    warmup = max(1, steps // 30)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, 0.1 + 0.9 * 0.5 * (
+        1 + math.cos(math.pi * min(1.0, s / steps)))))
+    gen = torch.Generator().manual_seed(seed)
+    eval_x = None
+    if eval_ids is not None:
+        eval_ids = torch.as_tensor(eval_ids, dtype=torch.long)
+        starts = torch.arange(0, len(eval_ids) - T - 1, max(1, (len(eval_ids) - T - 1) // 64))[:64]
+        eval_x = torch.stack([eval_ids[s:s + T] for s in starts]).to(device)
+
+    @torch.no_grad()
+    def eval_loss() -> float:
+        model.eval()
+        loss = model(eval_x, labels=eval_x).loss.item()
+        model.train()
+        return loss
+
+    log, t0 = [], time.time()
+    model.train()
+    bar = tqdm(range(steps), desc=desc, unit="step", disable=not progress)
+    for step in bar:
+        starts = torch.randint(0, len(train_ids) - T - 1, (batch,), generator=gen)
+        x = torch.stack([train_ids[s:s + T] for s in starts]).to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = model(x, labels=x).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        if step % log_every == 0 or step == steps - 1:
+            entry = {"step": step, "train_loss": round(loss.item(), 4), "lr": sched.get_last_lr()[0],
+                     "seconds": round(time.time() - t0, 1)}
+            if eval_x is not None and (step % eval_every == 0 or step == steps - 1):
+                entry["heldout_loss"] = round(eval_loss(), 4)
+            log.append(entry)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    return log
+
+
 def unigram_perplexity(train_ids, test_ids, vocab_size: int) -> float:
     """Perplexity on test_ids of a unigram model: token frequencies counted on train_ids,
     add-one smoothed over `vocab_size`. The baseline a language model must beat by far."""

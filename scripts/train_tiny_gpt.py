@@ -5,21 +5,19 @@
 
 1. A byte-level BPE tokenizer (4096 tokens) trained on the train split with `tokenizers`.
 2. A transformers GPT2LMHeadModel (4 layers, width 256, 4 heads, context 128: 4.3 M parameters)
-   trained with AdamW (warm-up, cosine decay) on random 128-token windows of the train split,
-   in bf16 autocast with fp32 weights, seeded.
+   trained by labkit.models.train_lm (AdamW, warm-up, cosine decay, bf16 autocast with fp32
+   weights, seeded) on random 128-token windows of the train split.
 3. Held-out perplexity of the model and of a unigram model on the same tokens, a sample
    generation, and the training log, written next to the checkpoint (safetensors).
 """
 import argparse
 import datetime as dt
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from labkit import data, models  # noqa: E402
@@ -63,46 +61,11 @@ def main() -> None:
                      resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
     model = GPT2LMHeadModel(cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95))
-    warmup = max(1, args.steps // 30)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, 0.1 + 0.9 * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, s / args.steps)))))
-    T = cfg.n_positions
-    gen = torch.Generator().manual_seed(args.seed)
-    eval_starts = torch.arange(0, len(heldout_ids) - T - 1, (len(heldout_ids) - T - 1) // 64)[:64]
-
-    @torch.no_grad()
-    def heldout_loss() -> float:
-        model.eval()
-        x = torch.stack([heldout_ids[s:s + T] for s in eval_starts])
-        loss = model(x, labels=x).loss.item()
-        model.train()
-        return loss
-
-    log, t0 = [], time.time()
-    model.train()
-    bar = tqdm(range(args.steps), desc="training tiny GPT", unit="step")
-    for step in bar:
-        starts = torch.randint(0, len(train_ids) - T - 1, (args.batch,), generator=gen)
-        x = torch.stack([train_ids[s:s + T] for s in starts])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-        if step % 100 == 0 or step == args.steps - 1:
-            entry = {"step": step, "train_loss": round(loss.item(), 4), "lr": sched.get_last_lr()[0],
-                     "seconds": round(time.time() - t0, 1)}
-            if step % 500 == 0 or step == args.steps - 1:
-                entry["heldout_loss"] = round(heldout_loss(), 4)
-            log.append(entry)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+    t0 = time.time()
+    log = models.train_lm(model, train_ids, args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                          eval_ids=heldout_ids, desc="training tiny GPT")
     train_seconds = time.time() - t0
+    T = cfg.n_positions
 
     model.eval()
     model.save_pretrained(args.out, safe_serialization=True)

@@ -24,6 +24,24 @@ def test_fake_quant_nf4_equals_bitsandbytes(shape):
     torch.testing.assert_close(K.fake_quant_nf4(w, 64), ref, atol=1e-6, rtol=1e-6)
 
 
+def test_fp4_codebook_and_values_equal_bitsandbytes():
+    import bitsandbytes.functional as F
+    torch.testing.assert_close(K.fp4_codebook(), F.get_4bit_type("fp4", device="cpu").float().unique(), atol=1e-7, rtol=0)
+    for shape in [(64, 64), (33, 17), (8, 3, 5, 7)]:
+        w = torch.randn(shape) * torch.rand(()) * 3
+        q, state = F.quantize_4bit(w.contiguous(), blocksize=64, quant_type="fp4")
+        torch.testing.assert_close(K.fake_quant_fp4(w, 64), F.dequantize_4bit(q, state, quant_type="fp4"),
+                                   atol=1e-6, rtol=1e-6)
+
+
+def test_fp4_is_worse_than_nf4_on_normal_weights():
+    w = torch.randn(1024, 1024)   # NF4's levels follow the normal distribution; FP4's crowd near zero
+    assert Q.relative_error(w, K.fake_quant_fp4(w)) > 1.2 * Q.relative_error(w, K.fake_quant_nf4(w))
+    assert K.bits_per_param("fp4") == K.bits_per_param("nf4") == 4.5
+    with pytest.raises(ValueError, match="quant_type"):
+        K.quantize_4bit(w, 64, "int4")
+
+
 def test_nf4_error_and_bits_on_gaussian_weights():
     w = torch.randn(4096, 4096)
     assert Q.relative_error(w, K.fake_quant_nf4(w)) == pytest.approx(0.092, abs=0.001)
@@ -91,10 +109,36 @@ def test_quantize_model_4bit_on_the_tiny_gpt():
     from labkit import data, models
     gpt, tok = models.load_tiny_gpt()
     ids = tok(data.load_corpus("train")[:5000], return_tensors="pt")["input_ids"][:, :128].view(1, 128)
-    q = K.quantize_model_4bit(gpt, lambda m: m(ids), "gptq", group=128)
+    q = K.quantize_model_4bit(gpt, "gptq", lambda m: m(ids), group=128)
     w, w0 = q.transformer.h[0].mlp.c_fc.weight.t(), gpt.transformer.h[0].mlp.c_fc.weight.t()
     # GPTQ moves weights further than rounding alone (it compensates errors): bounded, not tiny
     assert not torch.equal(w, w0) and Q.relative_error(w0, w) < 0.3
     assert all(len(row.unique()) <= 16 for row in w[:, :128])
     with pytest.raises(ValueError, match="method"):
-        K.quantize_model_4bit(gpt, lambda m: None, "awq")
+        K.quantize_model_4bit(gpt, "awq")
+
+
+@pytest.mark.parametrize("scheme", ["nf4", "fp4"])
+def test_labkit_4bit_model_equals_bitsandbytes_through_transformers(scheme):
+    import bitsandbytes as bnb
+    from labkit import models
+    gpt, _ = models.load_tiny_gpt()
+    ids = torch.randint(0, gpt.config.vocab_size, (2, 64))
+    theirs = K.load_bnb(models.TINY_GPT_DIR, scheme)
+    ours = K.quantize_model_4bit(gpt, scheme)
+    # bitsandbytes' CPU inference kernel (eval mode, AVX512-BF16) computes in bf16; its training-mode
+    # path dequantizes to fp32 first: that one must give exactly our numbers
+    for m in theirs.modules():
+        if isinstance(m, bnb.nn.Linear4bit):
+            m.train()
+    with torch.no_grad():
+        a, b, fp32 = (m(ids).logits for m in (ours, theirs, gpt))
+    assert (a - fp32).abs().max() > 0.01          # quantization did change the outputs...
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)   # ...exactly as bitsandbytes does
+    with pytest.raises(ValueError, match="scheme"):
+        K.load_bnb(models.TINY_GPT_DIR, "int3")
+
+
+def test_gptq_needs_calibration():
+    with pytest.raises(ValueError, match="calibrate"):
+        K.quantize_model_4bit(torch.nn.Linear(4, 4), "gptq")

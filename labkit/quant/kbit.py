@@ -3,6 +3,7 @@
 INT4 (group g):  each run of g weights gets its own scale (and zero point): 16 levels per group.
 NF4 (QLoRA, Dettmers et al. 2023): 16 values placed at quantiles of a normal distribution, since
     trained weights are roughly normal; each block of 64 weights is scaled by its absmax.
+FP4 (E2M1): a tiny floating-point format, same blockwise absmax scaling, levels dense near zero.
 Double quantization: the fp32 block scales are themselves quantized to 8 bits, in blocks of 256.
 Bits per parameter count everything stored: codes + scales (+ zeros) + second-level scales.
 """
@@ -39,27 +40,53 @@ def _blocks(w: torch.Tensor, blocksize: int) -> tuple[torch.Tensor, int]:
     return torch.cat([flat, flat.new_zeros(pad)]).view(-1, blocksize), pad
 
 
-def quantize_nf4(w: torch.Tensor, blocksize: int = 64):
-    """(codes uint8 in 0..15, absmax per block fp32): blockwise absmax scaling, nearest NF4 value."""
+def fp4_codebook() -> torch.Tensor:
+    """The 15 distinct FP4 values (E2M1: a sign, 2 exponent bits, 1 mantissa bit) as bitsandbytes
+    defines them, normalised to [-1, 1]: normal magnitudes (1 + m/2)·2^e for e = 1, 2, 3 and m = 0, 1
+    (2, 3, 4, 6, 8, 12), zero, and the one subnormal, which bitsandbytes sets to 0.0625 (IEEE-style
+    E2M1 would give 1); all divided by the largest, 12. (+0 and -0 are two codes, one value.)"""
+    mags = [0.0, 0.0625] + [(1 + m / 2) * 2.0**e for e in (1, 2, 3) for m in (0, 1)]
+    v = torch.tensor(sorted({x for m in mags for x in (m, -m)}), dtype=torch.float32)
+    return v / v.max()
+
+
+CODEBOOKS = {"nf4": nf4_codebook, "fp4": fp4_codebook}
+
+
+def _codebook(quant_type: str) -> torch.Tensor:
+    if quant_type not in CODEBOOKS:
+        raise ValueError(f"quant_type must be one of {sorted(CODEBOOKS)}, got {quant_type!r}")
+    return CODEBOOKS[quant_type]()
+
+
+def quantize_4bit(w: torch.Tensor, blocksize: int = 64, quant_type: str = "nf4"):
+    """(codes uint8 in 0..15, absmax per block fp32): each block of `blocksize` weights (flattened)
+    is divided by its absmax and every weight replaced by the index of the nearest codebook value."""
     _check(w)
+    book = _codebook(quant_type)
     b, _ = _blocks(w, blocksize)
     absmax = b.abs().amax(dim=1)
     scaled = b / absmax.clamp(min=1e-12)[:, None]
-    book = nf4_codebook()
     codes = torch.bucketize(scaled, (book[1:] + book[:-1]) / 2).to(torch.uint8)  # nearest value
     return codes, absmax
 
 
-def dequantize_nf4(codes: torch.Tensor, absmax: torch.Tensor, shape) -> torch.Tensor:
-    values = nf4_codebook()[codes.long()] * absmax[:, None]
-    n = math.prod(shape)
-    return values.reshape(-1)[:n].reshape(shape)
+def dequantize_4bit(codes: torch.Tensor, absmax: torch.Tensor, shape, quant_type: str = "nf4") -> torch.Tensor:
+    """Codebook value × block absmax, back in `shape` (the padding of the last block dropped)."""
+    values = _codebook(quant_type)[codes.long()] * absmax[:, None]
+    return values.reshape(-1)[:math.prod(shape)].reshape(shape)
 
 
 def fake_quant_nf4(w: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
     """w through NF4 and back (same values as bitsandbytes' quantize_4bit/dequantize_4bit, nf4)."""
-    codes, absmax = quantize_nf4(w, blocksize)
-    return dequantize_nf4(codes, absmax, w.shape).to(w.dtype)
+    codes, absmax = quantize_4bit(w, blocksize, "nf4")
+    return dequantize_4bit(codes, absmax, w.shape, "nf4").to(w.dtype)
+
+
+def fake_quant_fp4(w: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
+    """w through FP4 and back (same values as bitsandbytes' quantize_4bit/dequantize_4bit, fp4)."""
+    codes, absmax = quantize_4bit(w, blocksize, "fp4")
+    return dequantize_4bit(codes, absmax, w.shape, "fp4").to(w.dtype)
 
 
 def double_quant(absmax: torch.Tensor, blocksize: int = 256) -> torch.Tensor:
@@ -74,8 +101,8 @@ def double_quant(absmax: torch.Tensor, blocksize: int = 256) -> torch.Tensor:
 
 def fake_quant_nf4_dq(w: torch.Tensor, blocksize: int = 64, dq_blocksize: int = 256) -> torch.Tensor:
     """NF4 with double-quantized block scales."""
-    codes, absmax = quantize_nf4(w, blocksize)
-    return dequantize_nf4(codes, double_quant(absmax, dq_blocksize), w.shape).to(w.dtype)
+    codes, absmax = quantize_4bit(w, blocksize, "nf4")
+    return dequantize_4bit(codes, double_quant(absmax, dq_blocksize), w.shape, "nf4").to(w.dtype)
 
 
 def fake_quant_int4(w: torch.Tensor, group: int = 128, symmetric: bool = False) -> torch.Tensor:
@@ -116,10 +143,10 @@ def unpack_4bit(packed: torch.Tensor, n: int) -> torch.Tensor:
 def bits_per_param(scheme: str, blocksize: int = 64, dq_blocksize: int = 256, group: int = 128) -> float:
     """Exact storage cost per weight of a scheme (for large tensors): codes + scales (+ zeros).
 
-    "nf4": 4 + 32/blocksize;  "nf4-dq": 4 + 8/blocksize + 32/(blocksize·dq_blocksize) (+ one mean);
+    "nf4" (and "fp4"): 4 + 32/blocksize;  "nf4-dq": 4 + 8/blocksize + 32/(blocksize·dq_blocksize) (+ one mean);
     "int4": 4 + (16 + 16)/group (fp16 scale and zero);  "int4-sym": 4 + 16/group;
     "int8-channel": 8 (+ one scale per row, negligible); "fp16": 16; "fp32": 32."""
-    table = {"nf4": 4 + 32 / blocksize, "nf4-dq": 4 + 8 / blocksize + 32 / (blocksize * dq_blocksize),
+    table = {"nf4": 4 + 32 / blocksize, "fp4": 4 + 32 / blocksize, "nf4-dq": 4 + 8 / blocksize + 32 / (blocksize * dq_blocksize),
              "int4": 4 + 32 / group, "int4-sym": 4 + 16 / group, "int8-channel": 8.0, "fp16": 16.0, "fp32": 32.0}
     if scheme not in table:
         raise ValueError(f"scheme must be one of {sorted(table)}, got {scheme!r}")
@@ -129,15 +156,17 @@ def bits_per_param(scheme: str, blocksize: int = 64, dq_blocksize: int = 256, gr
 # ---------------------------------------------------------------- GPTQ
 
 
-def _int4_row_params(w: torch.Tensor, bits: int = 4):
-    """Per-row asymmetric scale and zero for the columns in w (out, k): 2^bits levels over [min, max]."""
+def int_row_params(w: torch.Tensor, bits: int = 4):
+    """(scale, zero, qmax): per-row asymmetric parameters for the columns in w (out, k), 2^bits
+    levels over [min(row, 0), max(row, 0)]."""
     qmax = 2**bits - 1
     lo, hi = w.amin(dim=1).clamp(max=0), w.amax(dim=1).clamp(min=0)
     s = ((hi - lo) / qmax).clamp(min=1e-8)
     return s, torch.round(-lo / s), qmax
 
 
-def _q(w, s, z, qmax):
+def int_round(w, s, z, qmax):
+    """w rounded to its nearest level: (clamp(round(w / s) + z, 0, qmax) - z) · s."""
     return (torch.clamp(torch.round(w / s) + z, 0, qmax) - z) * s
 
 
@@ -146,9 +175,17 @@ def rtn_quantize(w: torch.Tensor, bits: int = 4, group: int = 128) -> torch.Tens
     out = torch.empty_like(w, dtype=torch.float32)
     w = w.float()
     for c in range(0, w.shape[1], group):
-        s, z, qmax = _int4_row_params(w[:, c:c + group], bits)
-        out[:, c:c + group] = _q(w[:, c:c + group], s[:, None], z[:, None], qmax)
+        s, z, qmax = int_row_params(w[:, c:c + group], bits)
+        out[:, c:c + group] = int_round(w[:, c:c + group], s[:, None], z[:, None], qmax)
     return out
+
+
+def gptq_hinv(H: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+    """U, the upper Cholesky factor of (H + damp · mean diag(H) · I)⁻¹. Row i of U, divided by
+    U[i, i], is how the rounding error of column i spreads over columns i+1.. once columns < i are
+    fixed: the inverse Hessian of the remaining problem, without recomputing an inverse per column."""
+    H = H + damp * torch.diag(H).mean() * torch.eye(H.shape[0])
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
 
 
 @torch.no_grad()
@@ -172,8 +209,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group: 
     W[:, dead] = 0
     perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(n)
     W, H = W[:, perm], H[perm][:, perm]
-    H += damp * torch.diag(H).mean() * torch.eye(n)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    Hinv = gptq_hinv(H, damp)
     Q = torch.zeros_like(W)
     params = None
     for i1 in range(0, n, blocksize):
@@ -183,9 +219,9 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group: 
         for i in range(i2 - i1):
             col = i1 + i
             if col % group == 0:            # scales from the group's (already error-corrected) weights
-                params = _int4_row_params(torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :group], bits)
+                params = int_row_params(torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :group], bits)
             s, z, qmax = params
-            q = _q(W1[:, i], s, z, qmax)
+            q = int_round(W1[:, i], s, z, qmax)
             Q[:, col] = q
             err = (W1[:, i] - q) / Hinv1[i, i]
             W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
@@ -194,29 +230,82 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group: 
     return Q[:, torch.argsort(perm)]
 
 
+METHODS = ("rtn", "gptq", "nf4", "nf4-dq", "fp4")
+
+
 @torch.no_grad()
-def quantize_model_4bit(model, calibrate, method: str = "gptq", bits: int = 4, group: int = 128, **gptq_kw):
-    """A copy of a transformers model whose linear layers (not the LM head) hold 4-bit group-quantized
-    weights (dequantized in place), by "rtn" or "gptq". GPTQ goes layer by layer in forward order,
-    each layer's Hessian collected from the inputs it sees in the partly quantized model."""
+def quantize_model_4bit(model, method: str = "gptq", calibrate=None, bits: int = 4, group: int = 128,
+                        blocksize: int = 64, **gptq_kw):
+    """A copy of a transformers model whose linear layers (not the LM head) hold 4-bit weights,
+    dequantized in place (fake quantization: same numbers, fp32 storage).
+
+    "rtn" / "gptq": INT-`bits` groups of `group` input columns per output row; GPTQ goes layer by
+    layer in forward order, each layer's Hessian collected by running calibrate(model) on the partly
+    quantized model. "nf4" / "nf4-dq" / "fp4": blockwise codebooks over the (out, in) weight, as
+    bitsandbytes' Linear4bit stores them (blocks of `blocksize`; -dq: double-quantized scales)."""
     import copy
 
     from ..layers import linear_layers, linear_weight, watch_inputs
-    if method not in ("rtn", "gptq"):
-        raise ValueError(f"method must be 'rtn' or 'gptq', got {method!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "gptq" and not callable(calibrate):
+        raise ValueError("method='gptq' needs calibrate: a function that runs calibration inputs through the model")
     model = copy.deepcopy(model)
     for name, m in linear_layers(model):
         w = linear_weight(m)
         if method == "rtn":
             w.copy_(rtn_quantize(w, bits, group))
-            continue
-        H = torch.zeros(w.shape[1], w.shape[1])
-        count = [0]
+        elif method == "nf4":
+            w.copy_(fake_quant_nf4(w, blocksize))
+        elif method == "nf4-dq":
+            w.copy_(fake_quant_nf4_dq(w, blocksize))
+        elif method == "fp4":
+            w.copy_(fake_quant_fp4(w, blocksize))
+        else:
+            H = torch.zeros(w.shape[1], w.shape[1])
+            count = [0]
 
-        def on_input(n, x, target=name):
-            if n == target:
-                H.add_(x.float().t() @ x.float())
-                count[0] += x.shape[0]
-        watch_inputs(model, calibrate, on_input)
-        w.copy_(gptq_quantize(w, H / max(count[0], 1), bits, group, **gptq_kw))
+            def on_input(n, x, target=name):
+                if n == target:
+                    H.add_(x.float().t() @ x.float())
+                    count[0] += x.shape[0]
+            watch_inputs(model, calibrate, on_input)
+            w.copy_(gptq_quantize(w, H / max(count[0], 1), bits, group, **gptq_kw))
     return model
+
+
+def load_bnb(path, scheme: str, device="cpu"):
+    """A transformers model from a local folder, quantized by bitsandbytes while it loads:
+    scheme "int8" (LLM.int8), "nf4", "nf4-dq" (double quantization) or "fp4"; compute in fp32.
+    Note: save_pretrained on a 4-bit model can change the model in memory: reload after saving."""
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    schemes = {"int8": dict(load_in_8bit=True),
+               "nf4": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4"),
+               "nf4-dq": dict(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True),
+               "fp4": dict(load_in_4bit=True, bnb_4bit_quant_type="fp4")}
+    if scheme not in schemes:
+        raise ValueError(f"scheme must be one of {sorted(schemes)}, got {scheme!r}")
+    cfg = BitsAndBytesConfig(bnb_4bit_compute_dtype=torch.float32, **schemes[scheme])
+    return AutoModelForCausalLM.from_pretrained(path, quantization_config=cfg, device_map=str(device),
+                                                local_files_only=True).eval()
+
+
+@torch.no_grad()
+def layer_output_errors(model, quantized: dict, calibrate) -> dict:
+    """{layer name: {label: ‖(W − Q) X‖ / ‖W X‖}}: how far each quantized copy's layer output moves,
+    on the inputs X that layer sees in the original model while calibrate(model) runs. The
+    quantity GPTQ minimizes, layer by layer; a steadier yardstick than perplexity when the gaps
+    are small."""
+    from ..layers import linear_layers, linear_weight, watch_inputs
+    weights = {label: dict((n, linear_weight(m)) for n, m in linear_layers(q)) for label, q in quantized.items()}
+    originals = dict((n, linear_weight(m)) for n, m in linear_layers(model))
+    num = {n: {label: 0.0 for label in quantized} for n in originals}
+    den = dict.fromkeys(originals, 0.0)
+
+    def on_input(name, x):
+        w = originals[name]
+        den[name] += (x @ w.t()).pow(2).sum().item()
+        for label in quantized:
+            num[name][label] += (x @ (w - weights[label][name]).t()).pow(2).sum().item()
+    watch_inputs(model, calibrate, on_input)
+    return {n: {label: (num[n][label] / max(den[n], 1e-30)) ** 0.5 for label in quantized} for n in originals}

@@ -72,6 +72,6 @@ def load_digits(test_fraction: float = 0.2, seed: int = 0) -> ImageSet:
 
 
 def provenance(name: str) -> dict:
-    """The provenance record of a dataset folder in data/ ("corpus", "fashion_mnist", "tiny_gpt", "cnn")."""
+    """The provenance record of a dataset folder in data/ ("corpus", "fashion_mnist", "tiny_gpt", "bitnet_gpt", "cnn")."""
     path = require(DATA / name / "provenance.json", f"the script named in data/README.md for {name}")
     return json.loads(path.read_text())

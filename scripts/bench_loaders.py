@@ -12,6 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from labkit import data, models  # noqa: E402
+from labkit.quant import bitnet  # noqa: E402
 
 LOADERS = {
     "data.load_corpus('train')": lambda: data.load_corpus("train"),
@@ -21,6 +22,7 @@ LOADERS = {
     "models.load_tiny_gpt()": models.load_tiny_gpt,
     "models.load_minilm()": models.load_minilm,
     "models.load_cnn()": models.load_cnn,
+    "bitnet.load_ternary(bitnet_gpt)": lambda: bitnet.load_ternary(data.DATA / "bitnet_gpt"),
 }
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@
                         activations in the forward pass, and full-precision latent weights updated
                         through the straight-through estimator (STE) in the backward pass
     pack_ternary        5 weights per byte (3⁵ = 243 ≤ 256): 1.6 bits per weight, exact round trip
+    TernaryLinear       the inference form: packed ternary weights + one scale (what a BitNet ships)
+    ternary_gpt         a GPT whose block linears are TernaryLinear: from a BitLinear-trained model,
+                        or post-training ternarization of a float one (for contrast)
+    save_ternary / load_ternary   that model on disk: 1.6-bit weights, embeddings in fp32
     ternary_matmul      y = γ · (Σ x where W = +1 − Σ x where W = −1): additions and subtractions only
 """
 import math
@@ -85,14 +89,155 @@ def ternary_bits_per_weight(n: int) -> float:
     return (math.ceil(n / 5) * 8 + 32) / n
 
 
-def ternary_matmul(x: torch.Tensor, codes: torch.Tensor, gamma) -> torch.Tensor:
-    """x (tokens, in) times a ternary weight (out, in) with no multiplications by weights: each output
-    sums the inputs where the weight is +1 and subtracts those where it is -1, then scales once by γ."""
+def ternary_index(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(plus, minus): for each output row, the input columns whose weight is +1 (resp. -1), as an
+    (out, k) index padded with `in` (which ternary_matmul points at a zero). Built once per layer."""
+    if codes.dim() != 2:
+        raise ValueError(f"codes must be (out, in), got shape {tuple(codes.shape)}")
+    n_in = codes.shape[1]
+
+    def lists(mask):
+        k = int(mask.sum(1).max()) if mask.numel() else 0
+        order = torch.sort(mask.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k]
+        keep = torch.arange(k)[None, :] < mask.sum(1, keepdim=True)
+        return torch.where(keep, order, torch.full_like(order, n_in))
+    return lists(codes == 1), lists(codes == -1)
+
+
+def ternary_matmul(x: torch.Tensor, codes: torch.Tensor, gamma, index=None, chunk: int = 16) -> torch.Tensor:
+    """x (..., in) times a ternary weight (out, in), with no multiplications by weights: each output
+    sums the inputs where the weight is +1, subtracts those where it is -1, then is scaled once by
+    γ. `index` = ternary_index(codes), if already built; tokens go `chunk` at a time (memory)."""
     if codes.dim() != 2 or x.shape[-1] != codes.shape[1]:
         raise ValueError(f"x (..., {codes.shape[1] if codes.dim() == 2 else '?'}) and codes (out, in) must match, "
                          f"got {tuple(x.shape)} and {tuple(codes.shape)}")
-    out = torch.empty(*x.shape[:-1], codes.shape[0], dtype=x.dtype)
-    for o in range(codes.shape[0]):
-        plus, minus = (codes[o] == 1).nonzero().flatten(), (codes[o] == -1).nonzero().flatten()
-        out[..., o] = x[..., plus].sum(-1) - x[..., minus].sum(-1)
-    return out * gamma
+    plus, minus = index if index is not None else ternary_index(codes)
+    flat = x.reshape(-1, x.shape[-1])
+    flat = torch.cat([flat, flat.new_zeros(flat.shape[0], 1)], dim=1)    # column `in` is the zero
+    out = torch.cat([flat[i:i + chunk, plus].sum(-1) - flat[i:i + chunk, minus].sum(-1)
+                     for i in range(0, flat.shape[0], chunk)]) if flat.shape[0] else flat.new_zeros(0, codes.shape[0])
+    return (out * gamma).reshape(*x.shape[:-1], codes.shape[0])
+
+
+# ---------------------------------------------------------------- the inference form
+
+
+class TernaryLinear(nn.Module):
+    """A linear layer for inference whose weight is stored as packed ternary codes (5 per byte) and
+    one fp32 scale; activations are quantized per token to int8 as in BitLinear. Its forward is
+    BitLinear's, evaluated with the frozen codes and scale."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("packed", torch.zeros(math.ceil(in_features * out_features / 5), dtype=torch.uint8))
+        self.register_buffer("scale", torch.ones(()))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self._w = None
+
+    @classmethod
+    def from_weight(cls, w: torch.Tensor, bias: torch.Tensor | None = None) -> "TernaryLinear":
+        """Ternarize a float (out, in) weight with the absmean quantizer and pack it."""
+        layer = cls(w.shape[1], w.shape[0], bias is not None)
+        codes, gamma = ternarize(w)
+        layer.packed.copy_(pack_ternary(codes))
+        layer.scale.copy_(gamma)
+        if bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(bias)
+        return layer
+
+    def codes(self) -> torch.Tensor:
+        """The (out, in) int8 codes in {-1, 0, 1}."""
+        return unpack_ternary(self.packed.cpu(), self.in_features * self.out_features).view(
+            self.out_features, self.in_features).to(self.packed.device)
+
+    def _apply(self, fn, *args, **kwargs):     # a move (.to, .cuda) or a new state drops the cached weight
+        self._w = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._w = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def forward(self, x):
+        if self._w is None or self._w.dtype != x.dtype:
+            self._w = self.codes().to(x.dtype) * self.scale.to(x.dtype)
+        return F.linear(quant_activations(x), self._w, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bits/weight=" \
+               f"{ternary_bits_per_weight(self.in_features * self.out_features):.3f}"
+
+
+def ternary_gpt(model):
+    """A copy of a GPT-2 (transformers) whose block linear layers are TernaryLinear. From a
+    BitLinear-trained model this is its deployable form (same outputs); from a float model it is
+    post-training ternarization (absmean codes of weights that were never trained to be ternary)."""
+    import copy
+
+    from ..layers import linear_weight, replace_linears
+
+    def to_ternary(name, m):
+        w = m.weight if isinstance(m, BitLinear) else linear_weight(m)
+        return TernaryLinear.from_weight(w.detach().float(), None if m.bias is None else m.bias.detach())
+    return replace_linears(copy.deepcopy(model), to_ternary).eval()
+
+
+def save_ternary(model, folder) -> int:
+    """Write a ternary_gpt model to folder/ (config.json + model.safetensors; the LM head is tied
+    to the embeddings and not stored twice). Returns the file's size in bytes."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not any(isinstance(m, TernaryLinear) for m in model.modules()):
+        raise ValueError("model has no TernaryLinear layers: convert it with ternary_gpt(model) first")
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "labkit-ternary-gpt2"})
+    model.config.to_json_file(folder / "config.json")
+    return (folder / "model.safetensors").stat().st_size
+
+
+def load_ternary(folder, device="cpu"):
+    """The model save_ternary wrote, in eval mode."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from ..layers import linear_weight, replace_linears
+    folder = Path(folder)
+    if not (folder / "model.safetensors").exists():
+        raise FileNotFoundError(f"no ternary model in {folder} (make one: python scripts/train_bitnet_gpt.py)")
+    model = GPT2LMHeadModel(GPT2Config.from_json_file(folder / "config.json"))
+    replace_linears(model, lambda name, m: TernaryLinear(linear_weight(m).shape[1], linear_weight(m).shape[0],
+                                                         m.bias is not None))
+    missing, unexpected = model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:
+        raise ValueError(f"{folder}: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    return model.to(device).eval()
+
+
+def time_ternary_layer(out_features: int = 1024, in_features: int = 1024, tokens: int = 64) -> dict:
+    """One ternary layer's product three ways on the CPU, each checked against the first:
+    "fp32 matmul" (codes · γ dequantized, BLAS), "int8 matmul" (codes and per-token int8
+    activations, int32 accumulation: torch._int_mm) and "add-only" (ternary_matmul, index built
+    once). Returns {name: labkit.bench.Timing}; raises AssertionError if any result differs."""
+    from ..bench import benchmark
+    codes, gamma = ternarize(torch.randn(out_features, in_features))
+    x = torch.randn(tokens, in_features)
+    w = codes.float() * gamma
+    s = x.abs().amax(dim=1, keepdim=True) / 127
+    xq = torch.round(x / s).to(torch.int8)
+    codes_t = codes.t().contiguous()
+    index = ternary_index(codes)
+    runs = {"fp32 matmul": lambda: x @ w.t(),
+            "int8 matmul": lambda: torch._int_mm(xq, codes_t).float() * s * gamma,
+            "add-only": lambda: ternary_matmul(x, codes, gamma, index=index)}
+    ref = runs["fp32 matmul"]()
+    torch.testing.assert_close(runs["add-only"](), ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(runs["int8 matmul"](), (xq.float() * s) @ w.t(), atol=1e-3, rtol=1e-4)
+    return {name: benchmark(fn, device="cpu") for name, fn in runs.items()}

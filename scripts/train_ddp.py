@@ -1,0 +1,76 @@
+"""Data-parallel training of the tiny GPT with torch DDP, started by torchrun (one process per GPU,
+or per CPU core with gloo).
+
+    torchrun --standalone --nproc_per_node=2 scripts/train_ddp.py --steps 50         # one machine
+    sbatch scripts/train_ddp.sbatch                                                  # SLURM, many nodes
+
+Every rank builds the same model (same seed), wraps it in DistributedDataParallel and trains with
+labkit.models.train_lm on its own random batches (seed + rank); DDP averages the gradients. The
+global batch is --batch × world size. Rank 0 prints the throughput and writes a JSON record
+(tokens/s, seconds per step, world size, backend, machine) to --out.
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from labkit import data, models  # noqa: E402
+from labkit.device import describe_machine  # noqa: E402
+from labkit.seed import seed_everything  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--batch", type=int, default=16, help="windows of 128 tokens per rank per step")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("runs/train_ddp.json"))
+    args = ap.parse_args()
+    if "RANK" not in os.environ:
+        sys.exit("start me with torchrun, e.g. torchrun --standalone --nproc_per_node=2 scripts/train_ddp.py")
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    else:
+        torch.set_num_threads(1)          # one core per rank
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+
+    tok = models.load_tokenizer()
+    train_ids = torch.tensor(tok(data.load_corpus("train"))["input_ids"])
+    seed_everything(args.seed)                # the same initial weights on every rank
+    model = GPT2LMHeadModel(GPT2Config.from_json_file(models.TINY_GPT_DIR / "config.json")).to(device)
+    ddp = DDP(model, device_ids=[local_rank] if cuda else None)
+    t0 = time.time()
+    log = models.train_lm(ddp, train_ids, args.steps, batch=args.batch, seed=args.seed + rank,
+                          log_every=max(1, args.steps // 10), progress=rank == 0, desc=f"DDP x{world}")
+    seconds = time.time() - t0
+    dist.barrier()
+    if rank == 0:
+        tokens = args.steps * args.batch * world * model.config.n_positions
+        rec = {"world_size": world, "backend": dist.get_backend(), "steps": args.steps,
+               "global_batch_windows": args.batch * world, "seconds": round(seconds, 2),
+               "seconds_per_step": round(seconds / args.steps, 4), "tokens_per_s": round(tokens / seconds, 1),
+               "final_train_loss": log[-1]["train_loss"], "machine": describe_machine(device),
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "command": f"torchrun --nproc_per_node={world} " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rec, indent=2) + "\n")
+        print(json.dumps(rec, indent=2))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""labkit.parallel: data parallel (by hand and DDP) and tensor parallel (by hand and DTensor) against
+one process doing the whole job, on 2 gloo ranks; communication volume; top-k with error feedback."""
+import pytest
+import torch
+
+from labkit import parallel as P
+
+
+def test_data_parallel_by_hand_and_ddp_equal_one_big_batch():
+    for r in P.run(P.check_data_parallel, 2, 5):
+        assert r["parameters moved"] > 1e-3            # training did something...
+        assert r["by hand vs reference"] < 1e-5        # ...and the split changed nothing
+        assert r["ddp vs reference"] < 1e-5
+        assert r["by hand vs ddp"] < 1e-5
+
+
+def test_tensor_parallel_mlp_equals_the_whole_mlp_and_dtensor():
+    for r in P.run(P.check_tensor_parallel, 2):
+        for key in ("output", "input gradient", "fc1 weight gradient", "fc2 weight gradient", "DTensor output"):
+            assert r[key] < 1e-5, (key, r[key])
+        assert r["weights held"] == pytest.approx(0.5, abs=0.01)   # half the weights (biases of fc2 are whole)
+
+
+def _boom():
+    raise ZeroDivisionError("rank failure on purpose")
+
+
+def test_run_reports_a_failing_rank_and_rejects_bad_arguments():
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        P.run(_boom, 2)
+    with pytest.raises(ValueError, match="world_size"):
+        P.run(P.check_data_parallel, 0)
+    with pytest.raises(ValueError, match="backend"):
+        P.run(P.check_data_parallel, 2, backend="mpi")
+
+
+def test_single_process_helpers():
+    assert P.ring_allreduce_bytes(1000, 1) == 0
+    assert P.ring_allreduce_bytes(1000, 2) == 1000
+    assert P.ring_allreduce_bytes(1000, 8) == 1750
+    x = torch.arange(12)
+    assert torch.equal(torch.cat([P.shard(x, r, 3) for r in range(3)]), x)
+    with pytest.raises(ValueError, match="split evenly"):
+        P.shard(x, 0, 5)
+    lin = torch.nn.Linear(6, 4)
+    with pytest.raises(ValueError, match="multiple"):
+        P.RowParallelLinear(lin, 0, 4)
+
+
+def test_tensor_parallel_shards_sum_to_the_whole_without_communication():
+    """The algebra under TensorParallelMLP, in one process: column shards concatenate, row shards add."""
+    torch.manual_seed(0)
+    mlp, x = P.MLP(16, 32), torch.randn(5, 16)
+    parts = []
+    for r in range(4):
+        c, rw = P.ColumnParallelLinear(mlp.fc1, r, 4), P.RowParallelLinear(mlp.fc2, r, 4)
+        parts.append(torch.nn.functional.linear(torch.nn.functional.gelu(torch.nn.functional.linear(
+            x, c.weight, c.bias)), rw.weight))
+    torch.testing.assert_close(sum(parts) + mlp.fc2.bias, mlp(x), atol=1e-5, rtol=1e-5)
+
+
+def test_topk_error_feedback_loses_nothing():
+    torch.manual_seed(0)
+    grads = [torch.randn(100) for _ in range(20)]
+    residual, sent = torch.zeros(100), torch.zeros(100)
+    for g in grads:
+        idx, values, residual = P.topk_compress(g, residual, 0.05)
+        assert len(idx) == 5
+        sent[idx] += values
+    # everything ever computed was either sent or is still waiting in the residual
+    torch.testing.assert_close(sent + residual, sum(grads), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="ratio"):
+        P.topk_compress(grads[0], residual, 0.0)
+
+
+def test_topk_training_on_two_ranks_learns_and_sends_less():
+    res = P.run(P.train_topk, 2, (1.0, 0.05), 60)
+    assert res[0][1.0]["test_accuracy"] == res[1][1.0]["test_accuracy"]       # replicas stay identical
+    dense, sparse = res[0][1.0], res[0][0.05]
+    assert dense["test_accuracy"] > 0.6 and sparse["test_accuracy"] > 0.5       # 10 classes: chance is 0.1
+    assert sparse["sent_bytes_per_step"] < 0.15 * dense["sent_bytes_per_step"]
+
+
+@pytest.mark.integration
+def test_train_ddp_script_under_torchrun(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "ddp.json"
+    p = subprocess.run([str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node=2",
+                        "scripts/train_ddp.py", "--steps", "3", "--batch", "2", "--out", str(out)],
+                       cwd=repo, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rec = json.loads(out.read_text())
+    assert rec["world_size"] == 2 and rec["backend"] == "gloo" and rec["global_batch_windows"] == 4
+    assert rec["tokens_per_s"] > 0 and rec["command"].startswith("torchrun --nproc_per_node=2")
+    assert subprocess.run(["bash", "-n", "scripts/train_ddp.sbatch"], cwd=repo).returncode == 0

@@ -244,16 +244,20 @@ def ring_allreduce_bytes(n_bytes: float, p: int) -> float:
     return 2 * (p - 1) / p * n_bytes
 
 
-def time_all_reduce(sizes_bytes=(2**10, 2**14, 2**18, 2**20, 2**22, 2**24), repeats: int = 10) -> list[dict]:
+def time_all_reduce(sizes_bytes=(2**10, 2**14, 2**18, 2**20, 2**22, 2**24), repeats: int | None = None) -> list[dict]:
     """On every rank: median seconds of one all_reduce of float32 tensors of each size, and the
-    bus bandwidth, ring bytes sent per rank / time (nccl-tests' "busbw")."""
+    bus bandwidth, ring bytes sent per rank / time (nccl-tests' "busbw"). Every rank makes the
+    same number of calls (a collective waits for all ranks, so no time-based stopping): `repeats`,
+    or by default 50 for small messages down to 5 for the largest."""
     from .bench import benchmark
+    for _ in range(20):                     # connections and buffers set up before any timing
+        dist.all_reduce(torch.ones(256, device=device()))
     rows = []
     for n in sizes_bytes:
         t = torch.ones(max(1, int(n) // 4), device=device())
+        reps = repeats or max(5, min(50, 2**24 // max(int(n), 1)))
         dist.barrier()
-        # the same number of calls on every rank (a collective waits for all), so no time-based stop
-        timing = benchmark(lambda: dist.all_reduce(t), min_repeats=repeats, max_repeats=repeats)
+        timing = benchmark(lambda: dist.all_reduce(t), min_repeats=reps, max_repeats=reps)
         rows.append({"bytes": t.numel() * 4, "seconds": timing.median_s,
                      "bus_bytes_per_s": ring_allreduce_bytes(t.numel() * 4, world()) / timing.median_s})
     return rows

@@ -38,8 +38,9 @@ def main() -> None:
     from torch.nn.parallel import DistributedDataParallel as DDP
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    # one GPU per process, or CPU processes on gloo when this node has fewer GPUs than processes
+    cuda = torch.cuda.device_count() >= int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if cuda:
         torch.cuda.set_device(local_rank)
     else:

@@ -97,3 +97,12 @@ def test_train_ddp_script_under_torchrun(tmp_path):
     assert rec["world_size"] == 2 and rec["backend"] == "gloo" and rec["global_batch_windows"] == 4
     assert rec["tokens_per_s"] > 0 and rec["command"].startswith("torchrun --nproc_per_node=2")
     assert subprocess.run(["bash", "-n", "scripts/train_ddp.sbatch"], cwd=repo).returncode == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs 2 GPUs")
+def test_nccl_all_reduce_and_data_parallel_step():
+    rows = P.run(P.time_all_reduce, 2, (2**20, 2**24), backend="nccl")[0]
+    assert all(r["seconds"] > 0 and r["bus_bytes_per_s"] > 1e9 for r in rows)   # NVLink/PCIe: GB/s at least
+    step = P.run(P.time_dp_step, 2, 256, 1024, (512,), 3, backend="nccl")
+    assert all(r[0]["comm_s"] > 0 for r in step)

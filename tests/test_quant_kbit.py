@@ -142,3 +142,15 @@ def test_labkit_4bit_model_equals_bitsandbytes_through_transformers(scheme):
 def test_gptq_needs_calibration():
     with pytest.raises(ValueError, match="calibrate"):
         K.quantize_model_4bit(torch.nn.Linear(4, 4), "gptq")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("scheme", ["nf4", "fp4"])
+def test_bitsandbytes_cuda_kernels_agree_with_labkit(scheme):
+    """On a GPU, bitsandbytes' CUDA 4-bit kernels run the same dequantized weights as labkit's."""
+    from labkit import data, models
+    gpt, tok = models.load_tiny_gpt()
+    held = data.load_corpus("heldout")
+    ours = models.perplexity(K.quantize_model_4bit(gpt, scheme), tok, held, max_tokens=4096)
+    theirs = models.perplexity(K.load_bnb(models.TINY_GPT_DIR, scheme, device="cuda"), tok, held, max_tokens=4096)
+    assert theirs == pytest.approx(ours, rel=2e-3)

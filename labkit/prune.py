@@ -186,7 +186,7 @@ def storage_bytes(w: torch.Tensor, fmt: str = "dense", value_bytes: int | None =
     if w.dim() != 2:
         raise ValueError(f"w must be 2-D, got shape {tuple(w.shape)}")
     vb = value_bytes or w.element_size()
-    nnz, (rows, cols) = int((w != 0).sum()), w.shape
+    nnz, rows = int((w != 0).sum()), w.shape[0]
     if fmt == "dense":
         return w.numel() * vb
     if fmt == "csr":

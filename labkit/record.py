@@ -26,8 +26,17 @@ def _path(name: str, root) -> Path:
     return Path(root or DATA_DIR) / f"{name}.json"
 
 
+def command_line(launcher: str = "python") -> str:
+    """This process's command as one would type it again: `launcher script args`, e.g.
+    "python scripts/train_cnn.py --epochs 5" (sys.argv as is when no script file is running)."""
+    if not sys.argv or not sys.argv[0].endswith(".py"):
+        return " ".join(sys.argv)
+    return " ".join([launcher, Path(sys.argv[0]).as_posix()] + sys.argv[1:])
+
+
 def provenance(device=None, command: str | None = None) -> dict:
-    """Where a measurement comes from: hardware, driver, software versions, date, command."""
+    """Where a measurement comes from: hardware, driver, software versions, date, command
+    (default: command_line())."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     prov = {
         "machine": describe_machine(device),
@@ -36,7 +45,7 @@ def provenance(device=None, command: str | None = None) -> dict:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command or " ".join(sys.argv),
+        "command": command or command_line(),
     }
     try:
         import triton

@@ -14,7 +14,6 @@ estimator). Written to --out (default data/bitnet_gpt/):
                                       float model ternarized after training; machine, date, command
 """
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -23,8 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from labkit import data, models  # noqa: E402
-from labkit.device import describe_machine  # noqa: E402
+from labkit import data, models, record  # noqa: E402
 from labkit.quant import bitnet  # noqa: E402
 from labkit.seed import seed_everything  # noqa: E402
 
@@ -84,9 +82,7 @@ def main() -> None:
         "heldout_tokens": len(heldout_ids),
         "heldout_perplexity": {k: round(v, 3) for k, v in ppl.items()},
         "ternary_weights": n_ternary, "checkpoint_bytes": size,
-        "machine": describe_machine("cpu"), "torch": torch.__version__,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        **record.provenance("cpu"),
     }
     (args.out / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
     print(json.dumps(prov, indent=2))

@@ -7,7 +7,6 @@ random horizontal flips; the checkpoint goes to data/cnn/model.safetensors with 
 training log and the test accuracy in data/cnn/provenance.json.
 """
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -18,8 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from labkit import data, models  # noqa: E402
-from labkit.device import describe_machine  # noqa: E402
+from labkit import data, models, record  # noqa: E402
 from labkit.seed import seed_everything  # noqa: E402
 
 
@@ -67,9 +65,7 @@ def main() -> None:
             "training": {"epochs": args.epochs, "batch": 128, "lr": args.lr, "seed": args.seed,
                          "augmentation": "random horizontal flip", "seconds": round(time.time() - t0, 1)},
             "test_accuracy": log[-1]["test_accuracy"], "train_accuracy": round(models.accuracy(model, x, y), 4),
-            "log": log, "machine": describe_machine("cpu"), "torch": torch.__version__,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}
+            "log": log, **record.provenance("cpu")}
     (args.out / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
     print(json.dumps({k: v for k, v in prov.items() if k != "log"}, indent=2))
 

@@ -10,7 +10,6 @@ global batch is --batch × world size. Rank 0 prints the throughput and writes a
 (tokens/s, seconds per step, world size, backend, machine) to --out.
 """
 import argparse
-import datetime as dt
 import json
 import os
 import sys
@@ -21,8 +20,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from labkit import data, models  # noqa: E402
-from labkit.device import describe_machine  # noqa: E402
+from labkit import data, models, record  # noqa: E402
 from labkit.seed import seed_everything  # noqa: E402
 
 
@@ -64,9 +62,8 @@ def main() -> None:
         rec = {"world_size": world, "backend": dist.get_backend(), "steps": args.steps,
                "global_batch_windows": args.batch * world, "seconds": round(seconds, 2),
                "seconds_per_step": round(seconds / args.steps, 4), "tokens_per_s": round(tokens / seconds, 1),
-               "final_train_loss": log[-1]["train_loss"], "machine": describe_machine(device),
-               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-               "command": f"torchrun --nproc_per_node={world} " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}
+               "final_train_loss": log[-1]["train_loss"],
+               **record.provenance(device, command=record.command_line(f"torchrun --nproc_per_node={world}"))}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rec, indent=2) + "\n")
         print(json.dumps(rec, indent=2))

@@ -11,7 +11,6 @@
    generation, and the training log, written next to the checkpoint (safetensors).
 """
 import argparse
-import datetime as dt
 import json
 import sys
 import time
@@ -20,8 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from labkit import data, models  # noqa: E402
-from labkit.device import describe_machine  # noqa: E402
+from labkit import data, models, record  # noqa: E402
 from labkit.seed import seed_everything  # noqa: E402
 
 SPECIAL = "<|endoftext|>"
@@ -89,9 +87,7 @@ def main() -> None:
         "heldout_tokens": len(heldout_ids),
         "heldout_perplexity": round(ppl, 3), "unigram_heldout_perplexity": round(uni, 3),
         "sample": {"prompt": prompt, "text": sample, "decoding": "top-k 40, temperature 0.8, seed 0"},
-        "machine": describe_machine("cpu"), "torch": torch.__version__,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+        **record.provenance("cpu"),
     }
     (args.out / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
     print(json.dumps(prov, indent=2))

@@ -1,12 +1,13 @@
 """labkit core: seeding, device choice, the timer, hardware peaks, setup()."""
 import json
+import sys
 import time
 
 import pytest
 import torch
 
 import labkit
-from labkit import bench, device, hw
+from labkit import bench, device, hw, record
 from labkit.seed import seed_everything
 
 
@@ -155,7 +156,6 @@ def test_gpu_timer_uses_the_gpu_clock():
 
 
 def test_recorded_measurements_round_trip_with_provenance(tmp_path):
-    from labkit import record
     path = record.save("demo-sweep", {"n": [1, 2], "flop_rate": [1e9, 2e9]}, device="cpu",
                        command="python bench.py", root=tmp_path)
     rec = record.load("demo-sweep", root=tmp_path)
@@ -170,3 +170,12 @@ def test_recorded_measurements_round_trip_with_provenance(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError, match="provenance"):
         record.load("bad", root=tmp_path)
+
+
+def test_command_line_is_what_one_types_again(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["/repo/scripts/train_cnn.py", "--epochs", "5"])
+    assert record.command_line() == "python /repo/scripts/train_cnn.py --epochs 5"
+    assert record.command_line("torchrun --nproc_per_node=2").startswith("torchrun --nproc_per_node=2 /repo/")
+    assert record.provenance("cpu")["command"] == "python /repo/scripts/train_cnn.py --epochs 5"
+    monkeypatch.setattr(sys, "argv", ["ipykernel_launcher", "-f", "k.json"])   # no script: as is
+    assert record.command_line() == "ipykernel_launcher -f k.json"

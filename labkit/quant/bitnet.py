@@ -224,18 +224,17 @@ def load_ternary(folder, device="cpu"):
 def time_ternary_layer(out_features: int = 1024, in_features: int = 1024, tokens: int = 64) -> dict:
     """One ternary layer's product three ways on the CPU, each checked against the first:
     "fp32 matmul" (codes · γ dequantized, BLAS), "int8 matmul" (codes and per-token int8
-    activations, int32 accumulation: torch._int_mm) and "add-only" (ternary_matmul, index built
+    activations, int32 accumulation: quant.int8.int8_matmul) and "add-only" (ternary_matmul, index built
     once). Returns {name: labkit.bench.Timing}; raises AssertionError if any result differs."""
     from ..bench import benchmark
+    from .int8 import int8_matmul, quantize
     codes, gamma = ternarize(torch.randn(out_features, in_features))
     x = torch.randn(tokens, in_features)
     w = codes.float() * gamma
-    s = x.abs().amax(dim=1, keepdim=True) / 127
-    xq = torch.round(x / s).to(torch.int8)
-    codes_t = codes.t().contiguous()
+    xq, s, _ = quantize(x, "token")
     index = ternary_index(codes)
     runs = {"fp32 matmul": lambda: x @ w.t(),
-            "int8 matmul": lambda: torch._int_mm(xq, codes_t).float() * s * gamma,
+            "int8 matmul": lambda: int8_matmul(xq, codes).float() * s * gamma,
             "add-only": lambda: ternary_matmul(x, codes, gamma, index=index)}
     ref = runs["fp32 matmul"]()
     torch.testing.assert_close(runs["add-only"](), ref, atol=1e-4, rtol=1e-4)

@@ -41,13 +41,14 @@ def setup(seed: int = 0, device: str = "auto", measure_peaks: bool = True, verbo
     """Seed everything, pick the device, set the plot style; measure (or load) the peaks.
 
     seed: for seed_everything. device: "auto", "cpu" or "cuda" (see pick_device).
-    measure_peaks: measure this machine's matmul FLOP/s and copy bandwidth (cached per
-    machine after the first time, a few seconds on a CPU).
+    measure_peaks: this machine's matmul FLOP/s per dtype and copy bandwidth: measured the
+    first time (a few seconds, sizes adapted to the machine, with a progress bar), then read
+    from the cache after a quick re-check (see hw.measured_peaks).
     """
     seed_everything(seed)
     dev = pick_device(device)
     plots.use_style()
-    peaks = hw.measured_peaks(dev) if measure_peaks else None
+    peaks = hw.measured_peaks(dev, progress=verbose) if measure_peaks else None
     lab = Lab(device=dev, seed=seed, machine=describe_machine(dev), peaks=peaks)
     if verbose:
         print(f"labkit {__version__} | seed {seed} | {lab.machine}")

@@ -9,9 +9,11 @@ A percentage of peak means nothing until you say which peak. The kit shows two:
 import datetime as _dt
 import json
 import os
+import time
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .bench import benchmark
 from .device import describe_machine, device_name, machine_key, pick_device
@@ -65,31 +67,69 @@ def datasheet(name: str) -> dict[str, float] | None:
 _DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def _matmul_operands(dtype: str, n: int, device: torch.device):
+    a = torch.randn(n, n, device=device, dtype=_DTYPES[dtype])
+    return a, torch.randn(n, n, device=device, dtype=_DTYPES[dtype])
+
+
+def _time_matmul(dtype: str, n: int, device: torch.device, **bench_kw) -> float:
+    """FLOP/s of one n×n×n matmul in `dtype`, timed by bench.benchmark (fp32 with TF32 off)."""
+    a, b = _matmul_operands(dtype, n, device)
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    try:
+        t = benchmark(lambda: a @ b, device=device, **bench_kw)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    return t.rate(2 * n**3)
+
+
+def _check_dtype(dtype: str, device: torch.device) -> None:
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    if dtype == "tf32" and device.type != "cuda":
+        raise ValueError("dtype='tf32' needs a CUDA device; on a CPU use 'fp32'")
+
+
 def measure_matmul_flops(dtype: str = "fp32", n: int | None = None, device=None,
                          min_time_s: float = 0.3) -> float:
     """FLOP/s of an n×n×n matmul in `dtype` ("fp32", "tf32", "fp16", "bf16") on `device`.
 
     fp32 on a GPU runs with TF32 tensor cores disabled (true fp32); "tf32" enables them.
-    Default n: 8192 on a GPU, 2048 on a CPU.
+    Default n: 8192 on a GPU, 2048 on a CPU. Careful on a CPU without fp16/bf16 hardware:
+    there a 2048³ fp16 matmul takes about a minute; `sized_matmul_flops` picks n for you.
     """
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     device = torch.device(device) if device is not None else pick_device()
-    if dtype == "tf32" and device.type != "cuda":
-        raise ValueError("dtype='tf32' needs a CUDA device; on a CPU use 'fp32'")
+    _check_dtype(dtype, device)
     if n is None:
         n = 8192 if device.type == "cuda" else 2048
     if not isinstance(n, int) or n < 16:
         raise ValueError(f"n must be an int >= 16, got {n!r}")
-    a = torch.randn(n, n, device=device, dtype=_DTYPES[dtype])
-    b = torch.randn(n, n, device=device, dtype=_DTYPES[dtype])
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
-    try:
-        t = benchmark(lambda: a @ b, device=device, warmup=2, min_time_s=min_time_s)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
-    return t.rate(2 * n**3)
+    return _time_matmul(dtype, n, device, warmup=2, min_time_s=min_time_s)
+
+
+def sized_matmul_flops(dtype: str = "fp32", device=None, call_s: float = 0.1,
+                       n_max: int | None = None, min_time_s: float = 0.2) -> tuple[float, int]:
+    """(FLOP/s, n): the matmul peak in `dtype`, at the largest n whose one call fits in `call_s`.
+
+    A matmul's FLOP/s grows with n until the hardware is saturated, but one call's time grows as
+    n³. So n starts at 128 and doubles while the next size, predicted at today's rate (8× the
+    time), still fits in `call_s` seconds, up to n_max (8192 on a GPU, 2048 on a CPU). A dtype
+    with no fast path on this hardware (fp16 on many CPUs: ~0.2 GFLOP/s) stays at a small n
+    and costs a fraction of a second instead of minutes. Then `min_time_s` of timed repeats.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    _check_dtype(dtype, device)
+    if not call_s > 0:
+        raise ValueError(f"call_s must be > 0 seconds, got {call_s!r}")
+    n_max = n_max or (8192 if device.type == "cuda" else 2048)
+    n = 128
+    while 2 * n <= n_max:
+        rate = _time_matmul(dtype, n, device, warmup=1, min_repeats=1, max_repeats=1, min_time_s=0)
+        if 2 * (2 * n) ** 3 / rate > call_s:
+            break
+        n *= 2
+    return _time_matmul(dtype, n, device, warmup=1, min_repeats=3, max_repeats=200, min_time_s=min_time_s), n
 
 
 def measure_copy_bandwidth(nbytes: int | None = None, device=None, min_time_s: float = 0.3) -> float:
@@ -109,41 +149,103 @@ def measure_copy_bandwidth(nbytes: int | None = None, device=None, min_time_s: f
 
 
 def cache_path() -> Path:
-    """Where measured peaks are cached: $LABKIT_CACHE_DIR or ~/.cache/labkit, file peaks.json."""
+    """Where measured peaks are cached: $LABKIT_CACHE_DIR or ~/.cache/labkit, file peaks.json.
+
+    One file holds every machine's entry, keyed by hardware, core count and torch version
+    (device.machine_key): on a cluster with a shared $HOME, each node type and each
+    --cpus-per-task measures once, and nodes of the same type share the result.
+    """
     root = os.environ.get("LABKIT_CACHE_DIR") or Path.home() / ".cache" / "labkit"
     return Path(root) / "peaks.json"
 
 
-def measured_peaks(device=None, refresh: bool = False) -> dict:
-    """Measured peaks of `device`, from the cache or measured now (about 5 s on a CPU).
+# A re-check that differs from the first fp32 measurement by more than this factor means the
+# machine was not steady (another job, a turbo state, a noisy neighbour).
+UNSTEADY = 1.25
+NO_FAST_PATH = 0.1   # a dtype under 10% of fp32's FLOP/s has no fast hardware path here
 
-    Returns {"machine", "device", "date", "matmul_flops": {dtype: FLOP/s}, "copy_bytes_per_s"}.
-    refresh=True measures again and overwrites the cached entry.
-    """
-    device = torch.device(device) if device is not None else pick_device()
-    key = machine_key(device)
-    path = cache_path()
-    cache = {}
-    if path.exists():
-        try:
-            cache = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            cache = {}  # a corrupt cache is re-measured, never trusted
-    if key in cache and not refresh:
-        return cache[key]
-    dtypes = ["fp32", "tf32", "fp16", "bf16"] if device.type == "cuda" else ["fp32", "bf16", "fp16"]
-    peaks = {
-        "machine": describe_machine(device),
-        "device": device_name(device),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "matmul_flops": {d: measure_matmul_flops(d, device=device) for d in dtypes},
-        "copy_bytes_per_s": measure_copy_bandwidth(device=device),
-    }
+
+def _read_cache(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}  # a corrupt cache is re-measured, never trusted
+
+
+def _write_cache(path: Path, key: str, peaks: dict) -> None:
+    cache = _read_cache(path)  # read again: another process may have added its machine meanwhile
     cache[key] = peaks
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(cache, indent=2))
     tmp.replace(path)
+
+
+def _measure(device: torch.device, progress: bool) -> dict:
+    """Every peak of `device`, in a few seconds: sized matmuls per dtype, a copy, an fp32 re-check."""
+    dtypes = ["fp32", "tf32", "fp16", "bf16"] if device.type == "cuda" else ["fp32", "bf16", "fp16"]
+    t0 = time.perf_counter()
+    flops, sizes, notes = {}, {}, {}
+    steps = tqdm(dtypes + ["copy", "re-check"], desc="measuring this machine's peaks (first time only)",
+                 disable=not progress, leave=False)
+    for step in steps:
+        steps.set_postfix_str(step)
+        if step == "copy":
+            copy = measure_copy_bandwidth(device=device, min_time_s=0.2)
+        elif step == "re-check":
+            again = _time_matmul("fp32", sizes["fp32"], device, warmup=1, min_repeats=3, min_time_s=0.15)
+        else:
+            flops[step], sizes[step] = sized_matmul_flops(step, device=device)
+    for dt in dtypes:
+        if flops[dt] < NO_FAST_PATH * flops["fp32"]:
+            notes[dt] = (f"no fast {dt} path on this hardware: {flops[dt] / flops['fp32']:.1%} of fp32, "
+                         f"measured at n={sizes[dt]} only")
+    ratio = max(again, flops["fp32"]) / min(again, flops["fp32"])
+    steady = ratio <= UNSTEADY
+    if not steady:
+        notes["steady"] = (f"fp32 measured {format_rate(flops['fp32'])} then {format_rate(again)}: the machine "
+                           f"was busy; these peaks are provisional and are measured again next time")
+    flops["fp32"] = max(flops["fp32"], again)
+    return {
+        "machine": describe_machine(device),
+        "device": device_name(device),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "matmul_flops": flops,
+        "matmul_n": sizes,
+        "copy_bytes_per_s": copy,
+        "steady": steady,
+        "notes": notes,
+        "measure_s": round(time.perf_counter() - t0, 2),
+    }
+
+
+def measured_peaks(device=None, refresh: bool = False, progress: bool = True) -> dict:
+    """Measured peaks of `device`: from the cache, checked, or measured now (a few seconds).
+
+    Returns {"machine", "device", "date", "matmul_flops": {dtype: FLOP/s}, "matmul_n": {dtype: n},
+    "copy_bytes_per_s", "steady", "notes": {what: why}, "measure_s"}.
+    A cached entry is trusted only after a quick fp32 re-check (a fraction of a second): if
+    this machine is now clearly faster than the cache says, the cached peaks were measured
+    under load and are measured again; if it is clearly slower, it is busy now, the cached
+    peaks stay and a note says so. An entry measured while the machine was busy ("steady":
+    False) is measured again next time. refresh=True always measures again.
+    """
+    device = torch.device(device) if device is not None else pick_device()
+    key, path = machine_key(device), cache_path()
+    cached = _read_cache(path).get(key)
+    if cached and not refresh and cached.get("steady") and "matmul_n" in cached:
+        now = _time_matmul("fp32", cached["matmul_n"]["fp32"], device, warmup=1, min_repeats=3, min_time_s=0.1)
+        was = cached["matmul_flops"]["fp32"]
+        if now <= UNSTEADY * was:
+            peaks = dict(cached, notes=dict(cached["notes"]))
+            if now * UNSTEADY < was:
+                peaks["notes"]["busy"] = (f"this machine is busy now: fp32 re-check {format_rate(now)} vs "
+                                          f"{format_rate(was)} cached; timings now will be low")
+            return peaks
+        progress and print(f"cached fp32 peak {format_rate(was)} < re-check {format_rate(now)}: "
+                           "it was measured under load; measuring again")
+    peaks = _measure(device, progress)
+    _write_cache(path, key, peaks)
     return peaks
 
 
@@ -157,12 +259,16 @@ def format_rate(x: float, unit: str = "FLOP/s") -> str:
 
 
 def describe_peaks(peaks: dict) -> str:
-    """Measured peaks (and the datasheet's where the kit has it) as a few readable lines."""
+    """Measured peaks (and the datasheet's where the kit has it) as a few readable lines, with
+    the matmul size each was measured at and any note (no fast path, a busy machine)."""
     sheet = datasheet(peaks["device"])
+    sizes = peaks.get("matmul_n", {})
     lines = []
     for dt, v in peaks["matmul_flops"].items():
+        at = f" at n={sizes[dt]}" if dt in sizes else ""
         ref = f"  (datasheet {format_rate(sheet[dt])})" if sheet and dt in sheet else ""
-        lines.append(f"  matmul {dt:>4}: {format_rate(v)}{ref}")
+        lines.append(f"  matmul {dt:>4}: {format_rate(v)}{at}{ref}")
     ref = f"  (datasheet {format_rate(sheet['mem_bytes_per_s'], 'B/s')})" if sheet else ""
     lines.append(f"  copy       : {format_rate(peaks['copy_bytes_per_s'], 'B/s')}{ref}")
+    lines += [f"  note: {text}" for text in peaks.get("notes", {}).values()]
     return "\n".join(lines)

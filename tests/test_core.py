@@ -113,20 +113,75 @@ def test_measured_matmul_and_copy_are_plausible():
         hw.measure_matmul_flops("tf32", device="cpu")
 
 
+def _fake_machine(monkeypatch, fp32=100e9, fp16=1e9, recheck=None):
+    """hw's timers replaced by a machine with these FLOP/s (n ignored); returns the calls made."""
+    calls = []
+    rates = {"fp32": fp32, "bf16": 2 * fp32, "fp16": fp16}
+
+    def fake_time(dtype, n, device, **kw):
+        calls.append((dtype, n))
+        if recheck is not None and dtype == "fp32" and "max_repeats" not in kw:
+            return recheck.pop(0)  # the re-checks, in order
+        return rates[dtype]
+    monkeypatch.setattr(hw, "_time_matmul", fake_time)
+    monkeypatch.setattr(hw, "measure_copy_bandwidth", lambda device, min_time_s: 2e9)
+    return calls
+
+
 def test_measured_peaks_are_cached_per_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
-    calls = []
-    monkeypatch.setattr(hw, "measure_matmul_flops", lambda d, device: calls.append(d) or 1e9)
-    monkeypatch.setattr(hw, "measure_copy_bandwidth", lambda device: 2e9)
+    calls = _fake_machine(monkeypatch, recheck=[100e9] * 4)
     p1 = hw.measured_peaks("cpu")
+    n = len(calls)
     p2 = hw.measured_peaks("cpu")
-    assert p1 == p2 and len(calls) == 3  # measured once, then read back
+    assert p1 == p2 and len(calls) == n + 1  # read back after one re-check, not measured again
     stored = json.loads((tmp_path / "peaks.json").read_text())
     assert stored[device.machine_key("cpu")]["copy_bytes_per_s"] == 2e9
     hw.measured_peaks("cpu", refresh=True)
-    assert len(calls) == 6
+    assert len(calls) > 2 * n
     (tmp_path / "peaks.json").write_text("{not json")
-    assert hw.measured_peaks("cpu")["matmul_flops"]["fp32"] == 1e9  # corrupt cache: re-measured
+    assert hw.measured_peaks("cpu")["matmul_flops"]["fp32"] == 100e9  # corrupt cache: re-measured
+
+
+def test_peaks_measure_slow_dtypes_small_and_say_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    calls = _fake_machine(monkeypatch, fp32=200e9, fp16=0.2e9, recheck=[200e9])
+    peaks = hw.measured_peaks("cpu", progress=False)
+    # fp16 at 0.2 GFLOP/s: n=256 would take 0.17 s per call, over the 0.1 s budget -> stays at 128
+    assert peaks["matmul_n"] == {"fp32": 2048, "bf16": 2048, "fp16": 128}
+    assert max(n for d, n in calls if d == "fp16") == 128
+    assert "no fast fp16 path" in peaks["notes"]["fp16"] and "bf16" not in peaks["notes"]
+    assert peaks["steady"] and "note: no fast fp16" in hw.describe_peaks(peaks)
+
+
+def test_peaks_measured_under_load_are_not_kept(monkeypatch, tmp_path):
+    monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
+    # busy while measuring: the re-check disagrees -> provisional, measured again next time
+    _fake_machine(monkeypatch, fp32=60e9, recheck=[170e9])
+    p = hw.measured_peaks("cpu", progress=False)
+    assert not p["steady"] and p["matmul_flops"]["fp32"] == 170e9 and "busy" in p["notes"]["steady"]
+    _fake_machine(monkeypatch, fp32=170e9, recheck=[170e9])
+    assert hw.measured_peaks("cpu", progress=False)["steady"]  # measured again, now steady
+    # a cached peak lower than today's re-check was measured under load: measured again
+    _fake_machine(monkeypatch, fp32=175e9, recheck=[175e9, 175e9, 175e9])
+    cache = json.loads((tmp_path / "peaks.json").read_text())
+    key = device.machine_key("cpu")
+    cache[key]["matmul_flops"]["fp32"] = 60e9
+    (tmp_path / "peaks.json").write_text(json.dumps(cache))
+    assert hw.measured_peaks("cpu", progress=False)["matmul_flops"]["fp32"] == 175e9
+    assert json.loads((tmp_path / "peaks.json").read_text())[key]["matmul_flops"]["fp32"] == 175e9
+    # busy now: the cached peaks stay, with a note
+    _fake_machine(monkeypatch, recheck=[50e9])
+    p = hw.measured_peaks("cpu", progress=False)
+    assert p["matmul_flops"]["fp32"] == 175e9 and "busy now" in p["notes"]["busy"]
+
+
+def test_sized_matmul_grows_to_the_budget_on_a_real_cpu():
+    flops, n = hw.sized_matmul_flops("fp32", device="cpu", call_s=0.01, n_max=1024, min_time_s=0.02)
+    assert 128 <= n <= 1024 and 1e8 < flops < 1e14
+    assert 2 * n**3 / flops < 0.2  # one call near the budget, not minutes
+    with pytest.raises(ValueError, match="call_s"):
+        hw.sized_matmul_flops("fp32", device="cpu", call_s=0)
 
 
 def test_setup_prints_machine_and_peaks(capsys):

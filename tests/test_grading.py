@@ -2,8 +2,11 @@
 
 Hand-ins: the instructor source (full marks), the blank release (0, and grading finishes),
 one with an infinite loop in exercise 2 (cut by the cell timeout, the rest still graded) and
-one whose kernel dies in exercise 2 (never scored as passing).
+one whose kernel dies in exercise 2 (never scored as passing). The grading machine is fresh:
+no peaks cached, so the peaks are measured before any hand-in runs, never inside one's timeout.
 """
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -33,7 +36,19 @@ def course(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def results(course):
+def fresh_cache(tmp_path_factory):
+    """An empty peaks cache, as on a grading machine that never ran labkit."""
+    cache, old = tmp_path_factory.mktemp("fresh-cache"), os.environ.get("LABKIT_CACHE_DIR")
+    os.environ["LABKIT_CACHE_DIR"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("LABKIT_CACHE_DIR")
+    else:
+        os.environ["LABKIT_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="module")
+def results(course, fresh_cache):
     src = nbformat.read(course / "notebooks" / LAB / f"{LAB}.ipynb", 4)
     release = course / "release" / LAB / f"{LAB}.ipynb"
     solutions = {gid: c.source for gid, c in _cells(src, "solution").items()}
@@ -79,6 +94,14 @@ def test_student_version_has_no_solutions_and_no_hidden_tests(course, lab):
 def test_instructor_source_gets_full_marks(results):
     r = results["instructor"]
     assert r.status == "graded" and r.score == r.max_score == 10
+
+
+def test_peaks_were_measured_before_the_hand_ins_ran(results, course, fresh_cache):
+    # the grader measured them (one entry, steady or not); every hand-in only read them
+    peaks = json.loads((fresh_cache / "peaks.json").read_text())
+    assert len(peaks) == 1 and next(iter(peaks.values()))["matmul_flops"]["fp32"] > 0
+    graded = (course / "autograded" / "instructor" / LAB / f"{LAB}.ipynb").read_text()
+    assert "measured peaks" in graded and "first time only" not in graded
 
 
 def test_blank_release_gets_zero_and_grading_finishes(results):

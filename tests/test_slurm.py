@@ -1,0 +1,153 @@
+"""The README's cluster workflows, submitted with sbatch to a real SLURM, exactly as written there.
+
+CI starts a 2-node CPU-only cluster on its own host (.ci/slurm-cluster.sh): nodes n1 and n2, no
+GPUs, so the scripts' `#SBATCH --gres=gpu:N` lines are refused and every submission adds the
+README's CPU-partition flag `--gres=none`. Elsewhere (a laptop without SLURM) these tests skip;
+in CI (CI=true) a SLURM that is not there is a failure, never a skip.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
+CPU = "--gres=none"  # the README's flag for a CPU partition
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    why = None
+    if not shutil.which("sbatch"):
+        why = "no SLURM here (sbatch not on PATH); CI starts one with .ci/slurm-cluster.sh up"
+    else:
+        p = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+        if p.returncode != 0 or "idle" not in p.stdout and "mix" not in p.stdout:
+            why = f"SLURM is installed but has no idle node: sinfo says {p.stdout.strip() or p.stderr.strip()!r}"
+    if why and os.environ.get("CI") == "true":
+        pytest.fail(f"CI must run the SLURM tests: {why}")
+    if why:
+        pytest.skip(why)
+
+
+def sbatch(*args, cwd=REPO, env=None, wait=True, timeout=900):
+    """Submit like a user at a shell prompt; return (job id, exit code, the job's log text)."""
+    cmd = ["sbatch", *(["--wait"] if wait else []), *args]
+    p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                       timeout=timeout)
+    m = re.search(r"Submitted batch job (\d+)", p.stdout)
+    assert m, f"{' '.join(cmd)} was not accepted: {p.stdout}{p.stderr}"
+    return m.group(1), p.returncode
+
+
+def job_log(cwd: Path, prefix: str, job: str) -> str:
+    path = cwd / f"{prefix}-{job}.log"
+    return path.read_text() if path.exists() else f"(no log at {path})"
+
+
+def test_gpu_request_is_refused_on_a_cpu_partition_so_the_readme_flag_exists():
+    p = subprocess.run(["sbatch", "scripts/run_notebook.sbatch", "notebooks/01-flops/01-flops.ipynb"],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "gres" in p.stderr.lower(), p.stdout + p.stderr
+
+
+def test_batch_notebook_runs_and_keeps_the_executed_copy():
+    # README: QUICK=True sbatch scripts/run_notebook.sbatch notebooks/01-flops/01-flops.ipynb
+    job, rc = sbatch(CPU, "scripts/run_notebook.sbatch", "notebooks/01-flops/01-flops.ipynb", env={"QUICK": "true"})
+    log = job_log(REPO, "labkit-notebook", job)
+    out = REPO / "runs" / f"01-flops-{job}.ipynb"
+    try:
+        assert rc == 0, log[-4000:]
+        assert f"job {job} on n" in log and "QUICK=True" in log and "0 GPU(s)" in log
+        nb = nbformat.read(out, 4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"]
+        assert any("image/png" in o.get("data", {}) for o in outputs)  # the plots are kept
+        params = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert params and "QUICK = True" in params[0].source  # "true" is normalised, not a string
+    finally:
+        out.unlink(missing_ok=True)
+        (REPO / f"labkit-notebook-{job}.log").unlink(missing_ok=True)
+
+
+def test_batch_script_finds_the_kit_from_any_folder_and_says_what_is_missing(tmp_path):
+    # submitted from elsewhere by its absolute path: the kit is found from the job's command
+    job, rc = sbatch(CPU, str(REPO / "scripts" / "run_notebook.sbatch"), "nope.ipynb", cwd=tmp_path)
+    log = job_log(tmp_path, "labkit-notebook", job)
+    assert rc != 0 and f"no notebook nope.ipynb (looked in {tmp_path} and {REPO})" in log, log
+    # a kit without .venv (an offline node cannot install): one clear line, not a pip error
+    kit = tmp_path / "kit"
+    (kit / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "slurm_env.sh", kit / "scripts")
+    job, rc = sbatch(CPU, str(REPO / "scripts" / "run_notebook.sbatch"), "x.ipynb", cwd=tmp_path,
+                     env={"LABKIT_REPO": str(kit)})
+    log = job_log(tmp_path, "labkit-notebook", job)
+    assert rc != 0 and f"no .venv in {kit}" in log and "make install" in log, log
+    # a bad QUICK is refused before anything runs
+    job, rc = sbatch(CPU, str(REPO / "scripts" / "run_notebook.sbatch"), "x.ipynb", cwd=tmp_path,
+                     env={"QUICK": "ture"})
+    assert rc != 0 and "QUICK must be True or False" in job_log(tmp_path, "labkit-notebook", job)
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_ddp_training_on_one_and_two_nodes(nodes):
+    # README: sbatch scripts/train_ddp.sbatch (2 nodes) / sbatch --nodes=1 scripts/train_ddp.sbatch
+    args = [CPU] + (["--nodes=1"] if nodes == 1 else []) + ["scripts/train_ddp.sbatch"]
+    job, rc = sbatch(*args, env={"STEPS": "4"})
+    log = job_log(REPO, "labkit-ddp", job)
+    out = REPO / "runs" / f"train_ddp-{job}.json"
+    try:
+        assert rc == 0, log[-4000:]
+        rec = json.loads(out.read_text())
+        procs = min(os.cpu_count(), 4)  # CPU partition: one gloo process per core, up to 4
+        assert rec["nodes"] == nodes and rec["hosts"] == ["n1", "n2"][:nodes]
+        assert rec["processes_per_node"] == procs and rec["world_size"] == nodes * procs
+        assert rec["backend"] == "gloo" and rec["slurm_job_id"] == job and rec["steps"] == 4
+        assert f"--nnodes={nodes} --nproc_per_node={procs}" in rec["command"] and rec["command"].startswith("srun")
+        port = 20000 + int(job) % 10000  # from the job id: two jobs on a node never share a store
+        assert f"--rdzv_endpoint=n1:{port}" in rec["command"]
+        assert f"{nodes} node(s) x {procs} CPU processes (gloo)" in log
+        assert "Traceback" not in log, log[-4000:]
+    finally:
+        out.unlink(missing_ok=True)
+        (REPO / f"labkit-ddp-{job}.log").unlink(missing_ok=True)
+
+
+def test_jupyterlab_on_a_compute_node():
+    # README: sbatch scripts/lab.sbatch, then the log gives the tunnel and the URL
+    job, _ = sbatch(CPU, "scripts/lab.sbatch", wait=False, timeout=60)
+    try:
+        deadline, url, log = time.time() + 120, None, ""
+        while time.time() < deadline and url is None:
+            log = job_log(REPO, "labkit-lab", job)
+            m = re.search(r"http://localhost:(\d+)/lab\?token=(\w+)", log)
+            if m:
+                url = m.group(0)
+            time.sleep(1)
+        assert url, log
+        assert re.search(rf"ssh -N -L {m.group(1)}:localhost:{m.group(1)} -J \S+@\S+ \S+@n[12]", log), log
+        body = None
+        while time.time() < deadline and body is None:
+            try:  # the node's loopback: the tunnel's far end
+                with urllib.request.urlopen(url.replace("localhost", "127.0.0.1"), timeout=5) as r:
+                    body = r.read().decode()
+            except OSError:
+                time.sleep(1)
+        assert body and "JupyterLab" in body, job_log(REPO, "labkit-lab", job)[-3000:]
+        api = url.replace("localhost", "127.0.0.1").replace("/lab?", "/api/contents/01-flops?")
+        with urllib.request.urlopen(api, timeout=10) as r:
+            assert b"01-flops.ipynb" in r.read()  # serves notebooks/
+    finally:
+        subprocess.run(["scancel", job], timeout=30)
+        for _ in range(30):
+            if not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip():
+                break
+            time.sleep(1)
+        (REPO / f"labkit-lab-{job}.log").unlink(missing_ok=True)

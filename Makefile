@@ -3,7 +3,8 @@
 #   make test   set up .venv (first time only) and run every test, notebooks included
 # Cluster nodes: make lab PORT=8899 NO_BROWSER=1
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# The pinned stack installs on Python 3.11 to 3.13; CI tests 3.11 (the version the wheels on the CI box are for).
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -15,7 +16,12 @@ PYTEST_ARGS ?=
 .PHONY: install lab test test-unit test-notebooks test-grading release autograde bench-peaks slides clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"labkit needs Python 3.11, {sys.executable} is {sys.version.split()[0]}"'
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(None if (3, 11) <= v <= (3, 13) else \
+		f"labkit needs Python 3.11, 3.12 or 3.13 ({sys.executable} is {sys.version.split()[0]}): " + \
+		("numpy 2.4 and scipy 1.17, pinned in pyproject.toml, need 3.11 or newer" if v < (3, 11) else \
+		 "the pinned torch 2.13 and triton 3.7 are not known to work on it (pyproject.toml allows up to 3.13)") + \
+		". Pick one with: make PYTHON=/path/to/python3.11 ...")'
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; v == (3, 11) or print(f"note: Python {v[0]}.{v[1]}: supported, but CI tests 3.11; on Linux x86_64 pip may download the multi-GB CUDA build of torch")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# One pip command installs the whole pinned stack, torch==2.13.0 included (see pyproject.toml).
 	$(BIN)/python -m pip install --disable-pip-version-check -e .
@@ -23,9 +29,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-lab: $(STAMP)
+# Inside a SLURM job (a compute node, often offline) an existing .venv is never re-installed.
+lab: $(if $(and $(SLURM_JOB_ID),$(wildcard $(BIN)/python)),,$(STAMP))
+	@[ $(STAMP) -nt pyproject.toml ] || echo "note: pyproject.toml changed since .venv was installed: run 'make install' (on a login node) to update it"
 	$(BIN)/python -m ipykernel install --user --name labkit --display-name "Python (labkit)" >/dev/null
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --port=$(PORT) $(if $(NO_BROWSER),--no-browser --ip=127.0.0.1) \
+		$(if $(filter command line environment,$(origin PORT)),--ServerApp.port_retries=0) \
 		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Everything: unit tests, every notebook in quick mode (nbval), the grading pipeline.

@@ -73,9 +73,10 @@ def describe_machine(device: torch.device | str | None = None) -> str:
 
 
 def machine_key(device: torch.device | str | None = None) -> str:
-    """A short stable name for this hardware, used to cache its measured peaks."""
+    """A short stable name for this hardware, used to cache its measured peaks: on a CPU it
+    includes torch's thread count (what a matmul can use: the cores SLURM gave, or OMP_NUM_THREADS)."""
     device = torch.device(device) if device is not None else pick_device()
     name = device_name(device)
     if device.type == "cpu":
-        name = f"{name}-{cpu_cores()}c"
+        name = f"{name}-{torch.get_num_threads()}t"
     return re.sub(r"[^A-Za-z0-9]+", "-", f"{device.type}-{name}-torch{torch.__version__}").strip("-").lower()

@@ -52,7 +52,7 @@ def test_describe_machine_names_hardware_and_torch():
     line = device.describe_machine("cpu")
     assert "CPU" in line and torch.__version__ in line and "\n" not in line
     key = device.machine_key("cpu")
-    assert key.startswith("cpu-") and f"-{device.cpu_cores()}c-" in key and " " not in key
+    assert key.startswith("cpu-") and f"-{torch.get_num_threads()}t-" in key and " " not in key
     assert torch.__version__.split("+")[0].replace(".", "-") in key
 
 
@@ -156,12 +156,10 @@ def test_peaks_measure_slow_dtypes_small_and_say_so(monkeypatch, tmp_path):
 
 def test_peaks_measured_under_load_are_not_kept(monkeypatch, tmp_path):
     monkeypatch.setenv("LABKIT_CACHE_DIR", str(tmp_path))
-    # busy while measuring: the re-check disagrees -> provisional, measured again next time
+    # busy while measuring: the two fp32 timings disagree -> the higher is kept, with a note
     _fake_machine(monkeypatch, fp32=60e9, recheck=[170e9])
     p = hw.measured_peaks("cpu", progress=False)
-    assert not p["steady"] and p["matmul_flops"]["fp32"] == 170e9 and "busy" in p["notes"]["steady"]
-    _fake_machine(monkeypatch, fp32=170e9, recheck=[170e9])
-    assert hw.measured_peaks("cpu", progress=False)["steady"]  # measured again, now steady
+    assert not p["steady"] and p["matmul_flops"]["fp32"] == 170e9 and "not steady" in p["notes"]["steady"]
     # a cached peak lower than today's re-check was measured under load: measured again
     _fake_machine(monkeypatch, fp32=175e9, recheck=[175e9, 175e9, 175e9])
     cache = json.loads((tmp_path / "peaks.json").read_text())

@@ -95,7 +95,7 @@ def test_train_ddp_script_under_torchrun(tmp_path):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rec = json.loads(out.read_text())
     assert rec["world_size"] == 2 and rec["backend"] == "gloo" and rec["global_batch_windows"] == 4
-    assert rec["tokens_per_s"] > 0 and rec["command"].startswith("torchrun --nproc_per_node=2")
+    assert rec["tokens_per_s"] > 0 and rec["command"].startswith("torchrun --nnodes=1 --nproc_per_node=2")
     assert subprocess.run(["bash", "-n", "scripts/train_ddp.sbatch"], cwd=repo).returncode == 0
 
 

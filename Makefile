@@ -4,7 +4,9 @@
 # Cluster nodes: make lab PORT=8899 NO_BROWSER=1
 
 # The pinned stack installs on Python 3.11 to 3.13; CI tests 3.11 (the version the wheels on the CI box are for).
-PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+ifndef PYTHON
+PYTHON := $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+endif
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -12,8 +14,10 @@ PORT   ?= 8888
 NO_BROWSER ?=
 LAB    ?= 01-flops
 PYTEST_ARGS ?=
+ARGS   ?=
+WORKSPACE ?= mywork
 
-.PHONY: install lab test test-unit test-notebooks test-grading release autograde bench-peaks slides clean
+.PHONY: install lab lab-instructor validate test test-unit test-notebooks test-grading release autograde export bench-peaks slides clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(None if (3, 11) <= v <= (3, 13) else \
@@ -30,12 +34,29 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Inside a SLURM job (a compute node, often offline) an existing .venv is never re-installed.
-lab: $(if $(and $(SLURM_JOB_ID),$(wildcard $(BIN)/python)),,$(STAMP))
+LAB_DEPS := $(if $(and $(SLURM_JOB_ID),$(wildcard $(BIN)/python)),,$(STAMP))
+JUPYTER  = $(BIN)/jupyter lab --port=$(PORT) $(if $(NO_BROWSER),--no-browser --ip=127.0.0.1) \
+	$(if $(filter command line environment,$(origin PORT)),--ServerApp.port_retries=0) \
+	$(if $(filter 0,$(shell id -u)),--allow-root)
+# nbgrader (and the formgrader inside JupyterLab) call `alembic` by name: .venv/bin first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+# Students: your own copy of every lab (student versions, made once in $(WORKSPACE)/, never overwritten).
+lab: $(LAB_DEPS)
 	@[ $(STAMP) -nt pyproject.toml ] || echo "note: pyproject.toml changed since .venv was installed: run 'make install' (on a login node) to update it"
 	$(BIN)/python -m ipykernel install --user --name labkit --display-name "Python (labkit)" >/dev/null
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --port=$(PORT) $(if $(NO_BROWSER),--no-browser --ip=127.0.0.1) \
-		$(if $(filter command line environment,$(origin PORT)),--ServerApp.port_retries=0) \
-		$(if $(filter 0,$(shell id -u)),--allow-root)
+	$(BIN)/python -m labkit.grading workspace --dest $(WORKSPACE)
+	$(JUPYTER) --ServerApp.root_dir=$(WORKSPACE)
+
+# Instructors and self-learners who want the solutions: the course root (notebooks/ with solutions and
+# hidden tests, the formgrader under Nbgrader > Formgrader).
+lab-instructor: $(LAB_DEPS)
+	$(BIN)/python -m ipykernel install --user --name labkit --display-name "Python (labkit)" >/dev/null
+	$(JUPYTER) --ServerApp.root_dir=$(CURDIR)
+
+# Students: run the visible tests of your copy of $(LAB) before handing it in.
+validate: $(LAB_DEPS)
+	$(BIN)/nbgrader validate $(WORKSPACE)/$(LAB)/$(LAB).ipynb
 
 # Everything: unit tests, every notebook in quick mode (nbval), the grading pipeline.
 test: $(STAMP)
@@ -52,11 +73,16 @@ test-grading: $(STAMP)
 
 # Instructor: student version of a lab into release/$(LAB)/ (solutions and hidden tests stripped).
 release: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m labkit.grading release $(LAB)
+	$(BIN)/python -m labkit.grading release $(LAB)
 
-# Instructor: grade submitted/<student>/$(LAB)/ into autograded/ and the gradebook; print the scores.
+# Instructor: grade submitted/<student>/$(LAB)/ into autograded/ and the gradebook; print status and scores.
+# ARGS: --student S, --rerun, --workers N, --timeout S (per cell); see python -m labkit.grading autograde -h
 autograde: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m labkit.grading autograde $(LAB)
+	$(BIN)/python -m labkit.grading autograde $(LAB) $(ARGS)
+
+# Instructor: grades-$(LAB).csv with a status and one column per exercise, for an LMS.
+export: $(STAMP)
+	$(BIN)/python -m labkit.grading export $(LAB)
 
 # Measure this machine's peaks again (matmul FLOP/s per dtype, copy bandwidth) and cache them.
 bench-peaks: $(STAMP)
@@ -69,4 +95,4 @@ slides: $(STAMP)
 	done
 
 clean:
-	rm -rf release autograded feedback gradebook.db .pytest_cache .cache
+	rm -rf release autograded feedback gradebook.db grading-status grades-*.csv .pytest_cache .cache

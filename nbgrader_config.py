@@ -14,3 +14,11 @@ c.Execute.interrupt_on_timeout = True
 c.Execute.execute_retries = 0
 
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+
+# Feedback for students: never the hidden tests, neither their code nor the tracebacks that quote it.
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+    "nbgrader.preprocessors.ClearHiddenTests",
+    "labkit.grading.HideTestTracebacks",
+]

@@ -1,10 +1,13 @@
-"""The grading pipeline on lab 01, end to end with nbgrader: release, then autograde four hand-ins.
+"""The grading pipeline, end to end with nbgrader: release every lab, autograde hostile hand-ins of
+lab 01 and the blank release of every other lab, in the sandbox. (That every lab's instructor
+solution passes all its tests, hidden ones included, nbval checks when it runs the sources.)
 
-Hand-ins: the instructor source (full marks), the blank release (0, and grading finishes),
-one with an infinite loop in exercise 2 (cut by the cell timeout, the rest still graded) and
-one whose kernel dies in exercise 2 (never scored as passing). The grading machine is fresh:
+Hand-ins, graded in parallel: the instructor source (full marks), the blank release (0, and
+grading finishes), one with an infinite loop in exercise 2 (cut by the cell timeout, the rest
+still graded, listed for a re-run) and one whose kernel dies in exercise 2 (never scored as passing). The grading machine is fresh:
 no peaks cached, so the peaks are measured before any hand-in runs, never inside one's timeout.
 """
+import csv
 import json
 import os
 import shutil
@@ -13,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labkit import grading
+from labkit import grading, sandbox
 
 LAB = "01-flops"
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +36,24 @@ def course(tmp_path_factory):
         shutil.copytree(REPO / "notebooks" / lab, root / "notebooks" / lab)
         grading.release(lab, root)
     return root
+
+
+# A correct exercise 1 that also tries to read what a hand-in must not see and to write outside its folder.
+SNOOP = """
+tried = []
+for path in ["{root}/notebooks/01-flops/01-flops.ipynb", "{root}/submitted/instructor/01-flops/01-flops.ipynb",
+             "{root}/gradebook.db"]:
+    try:
+        tried.append(len(open(path, "rb").read()))
+    except OSError as e:
+        tried.append(type(e).__name__)
+try:
+    open("{root}/escape.txt", "w").write("x")
+    tried.append("wrote")
+except OSError as e:
+    tried.append(type(e).__name__)
+print("SNOOP", tried)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +86,9 @@ def results(course, fresh_cache):
     grading.submit(LAB, "blank", release, course)
     hand_in("loops", {"ex2-attention": "while True:\n    pass"})
     hand_in("dies", {"ex2-attention": "import os\nos._exit(1)"})
+    hand_in("borrows", {"ex1-days": "def days_to_train(*args):\n    return flops.training_days(*args)"})
+    hand_in("patches", {"ex1-days": "import torch\ntorch.testing.assert_close = lambda *a, **k: None\n" + solutions["ex1-days"]})
+    hand_in("snoops", {"ex1-days": solutions["ex1-days"] + SNOOP.format(root=course)})
     return grading.autograde(LAB, course, cell_timeout_s=30)
 
 
@@ -91,9 +115,17 @@ def test_student_version_has_no_solutions_and_no_hidden_tests(course, lab):
     assert points == sum(c.metadata["nbgrader"]["points"] for c in _cells(src, "grade").values()) >= 6
 
 
-def test_instructor_source_gets_full_marks(results):
+def errors(course, student, lab=LAB) -> list[str]:
+    """Error outputs of any cell of an autograded notebook (what nbval would fail on)."""
+    nb = nbformat.read(course / "autograded" / student / lab / f"{lab}.ipynb", 4)
+    return [f"cell {i}: {o.ename}: {o.evalue}" for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for o in c.outputs if o.output_type == "error"]
+
+
+def test_instructor_source_gets_full_marks(results, course):
     r = results["instructor"]
     assert r.status == "graded" and r.score == r.max_score == 10
+    assert errors(course, "instructor") == []  # every cell ran: this run is the notebook's test too
 
 
 def test_peaks_were_measured_before_the_hand_ins_ran(results, course, fresh_cache):
@@ -112,16 +144,41 @@ def test_blank_release_gets_zero_and_grading_finishes(results):
 
 def test_infinite_loop_is_cut_and_other_exercises_still_graded(results):
     r = results["loops"]
-    assert r.status == "graded"
+    assert r.status == "timeout" and r.timeouts == ["ex2-attention"] and "re-run" in grading.STATUSES["timeout"]
     assert r.cells["ex2-attention-tests"] == (0, 2)
     others = {gid: s for gid, s in r.cells.items() if gid != "ex2-attention-tests"}
     assert others and all(score == mx == 2 for score, mx in others.values())
     assert r.score == 8
 
 
+def test_calling_labkit_s_implementation_earns_zero_for_that_exercise(results):
+    r = results["borrows"]
+    assert r.status == "flagged" and r.cells["ex1-days-tests"] == (0, 2) and r.score == 8
+    assert "labkit.flops.training_days" in r.reason
+
+
+def test_patching_a_test_helper_earns_zero_for_every_later_test(results):
+    r = results["patches"]  # every test passed in the kernel; the audit outside it says why they don't count
+    assert r.status == "flagged" and r.score == 0 and "torch.testing.assert_close" in r.reason
+
+
+def test_hand_in_cannot_read_other_work_or_write_outside_its_folder(results, course):
+    if not sandbox.available():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must grade in the sandbox: install bubblewrap")
+        pytest.skip("bubblewrap (bwrap) is not available here")
+    r = results["snoops"]
+    assert r.status == "graded" and r.score == 10
+    graded = nbformat.read(course / "autograded" / "snoops" / LAB / f"{LAB}.ipynb", 4)
+    printed = "".join(o.get("text", "") for c in graded.cells for o in c.get("outputs", []))
+    line = printed.split("SNOOP ")[1].splitlines()[0]
+    assert line == "['FileNotFoundError', 'FileNotFoundError', 'FileNotFoundError', 'OSError']", line  # read-only
+    assert not (course / "escape.txt").exists()
+
+
 def test_dead_kernel_is_not_scored_as_passing(results):
     r = results["dies"]
-    assert r.status == "failed" and r.score is None
+    assert r.status == "died" and r.score is None
     assert "Kernel died" in r.log
 
 
@@ -136,14 +193,32 @@ def test_hand_in_that_ignores_interrupts_is_killed_and_failed(results, course):
     nbformat.write(nb, course / "stubborn.ipynb")
     grading.submit(LAB, "stubborn", course / "stubborn.ipynb", course)
     r = grading.autograde(LAB, course, cell_timeout_s=5, students=["stubborn"], timeout_s=45)["stubborn"]
-    assert r.status == "failed" and r.score is None
+    assert r.status == "killed" and r.score is None
     assert not (course / "autograded" / "stubborn" / LAB).exists()
+    assert grading.scores(LAB, course, ["stubborn"])["stubborn"].status == "killed"  # remembered
 
 
-def test_cli_reports_scores_and_fails_on_a_failed_hand_in(results, course, capsys):
-    assert grading.main(["scores", LAB, "--root", str(course)]) == 1  # "dies" failed
+def test_cli_lists_hand_ins_to_re_run_and_export_tells_statuses_apart(results, course, capsys):
+    assert grading.main(["scores", LAB, "--root", str(course)]) == 0
     out = capsys.readouterr().out
-    assert "instructor" in out and "failed" in out
+    assert "instructor" in out and "died" in out and "timeout" in out
+    assert "re-run" in out and "dies" in out.split("re-run:")[1] and "loops" in out.split("re-run:")[1]
+    from nbgrader.api import Gradebook
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        gb.update_or_create_student("absent")  # on the roster, handed nothing in
+    path = grading.export(LAB, course)
+    rows = {r["student"]: r for r in csv.DictReader(open(path))}
+    assert rows["instructor"]["status"] == "graded" and float(rows["instructor"]["score (10)"]) == 10
+    assert rows["blank"]["status"] == "graded" and float(rows["blank"]["score (10)"]) == 0
+    assert rows["loops"]["status"] == "timeout" and float(rows["loops"]["ex2-attention-tests (2)"]) == 0
+    assert float(rows["loops"]["ex1-days-tests (2)"]) == 2
+    assert rows["dies"]["status"] == "died" and rows["dies"]["score (10)"] == ""  # never a silent 0
+    assert rows["absent"]["status"] == "missing" and rows["absent"]["score (10)"] == ""
+
+
+def test_rerun_grades_only_what_needs_it(results, course):
+    again = grading.autograde(LAB, course, cell_timeout_s=30, rerun=True, students=["instructor", "dies"])
+    assert list(again) == ["dies"] and again["dies"].status == "died"  # the graded one is left alone
 
 
 def test_bad_arguments_are_clear(course, tmp_path):
@@ -156,10 +231,28 @@ def test_bad_arguments_are_clear(course, tmp_path):
 
 
 @pytest.mark.parametrize("lab", [lab for lab in LABS if lab != LAB])
-def test_every_other_lab_grades_full_marks_and_zero(course, lab):
-    grading.submit(lab, "instructor", course / "notebooks" / lab / f"{lab}.ipynb", course)
+def test_every_other_lab_grades_the_blank_release_zero_in_the_sandbox(course, lab):
+    # no test passes without a solution; the given cells all run in the sandbox
     grading.submit(lab, "blank", course / "release" / lab / f"{lab}.ipynb", course)
-    results = grading.autograde(lab, course, cell_timeout_s=120, students=["instructor", "blank"])
-    full, blank = results["instructor"], results["blank"]
-    assert full.status == "graded" and full.score == full.max_score > 0, full
-    assert blank.status == "graded" and blank.score == 0, blank
+    blank = grading.autograde(lab, course, cell_timeout_s=120, students=["blank"])["blank"]
+    assert blank.status == "graded" and blank.score == 0 and blank.max_score > 0, blank
+    assert blank.cells and all(score == 0 for score, _ in blank.cells.values())
+
+
+def test_feedback_shows_no_hidden_test_code_nor_its_traceback(results, course):
+    import html
+    import re
+    src = nbformat.read(course / "notebooks" / LAB / f"{LAB}.ipynb", 4)
+    hidden = {ln.strip() for c in _cells(src, "grade").values()
+              for ln in c.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0].splitlines()
+              if len(ln.strip()) > 12}  # distinctive lines, not "import random"
+    shown = {ln.strip() for c in src.cells for part in re.split(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS",
+                                                                 c.source, flags=re.S) for ln in part.splitlines()}
+    hidden -= shown  # lines the notebook also shows elsewhere are no leak
+    pages = grading.feedback(LAB, course, ["instructor", "loops"])
+    for student, page in pages.items():
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        assert "days_to_train" in text  # the student's own code is there
+        leaked = [ln for ln in hidden if ln in text]
+        assert not leaked, (student, leaked)
+    assert "NameError" in html.unescape(re.sub(r"<[^>]+>", "", pages["loops"].read_text()))  # the failure's name stays

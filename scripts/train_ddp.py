@@ -58,18 +58,18 @@ def main() -> None:
     log = models.train_lm(ddp, train_ids, args.steps, batch=args.batch, seed=args.seed + rank,
                           log_every=max(1, args.steps // 10), progress=rank == 0, desc=f"DDP x{world}")
     seconds = time.time() - t0
-    # where every rank ran: (host, device) gathered on all ranks (a collective, so all call it)
-    where = [None] * world
-    dist.all_gather_object(where, (socket.gethostname(), describe_machine(device).split(" | ")[0]))
+    dist.barrier()
     if rank == 0:
         tokens = args.steps * args.batch * world * model.config.n_positions
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        hosts = sorted({h for h, _ in where})
         # the launcher's exact command when a batch script set it, else torchrun's equivalent
         command = os.environ.get("LABKIT_COMMAND") or record.command_line(
             f"torchrun --nnodes={world // local} --nproc_per_node={local}")
-        rec = {"nodes": len(hosts), "hosts": hosts, "processes_per_node": local, "world_size": world,
-               "backend": dist.get_backend(), "devices": sorted({d for _, d in where}),
+        # (no all_gather_object here: a gloo collective on Python objects at the very end can
+        # deadlock the process group's teardown at exit in torch 2.13)
+        rec = {"nodes": world // local, "nodelist": os.environ.get("SLURM_JOB_NODELIST", socket.gethostname()),
+               "processes_per_node": local, "world_size": world, "backend": dist.get_backend(),
+               "devices": f"{world} x {describe_machine(device).split(' | ')[0]}",
                "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "steps": args.steps,
                "global_batch_windows": args.batch * world, "seconds": round(seconds, 2),
                "seconds_per_step": round(seconds / args.steps, 4), "tokens_per_s": round(tokens / seconds, 1),
@@ -78,7 +78,6 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rec, indent=2) + "\n")
         print(json.dumps(rec, indent=2))
-    dist.barrier()  # rank 0 (which hosts the store) leaves last: no store-shutdown errors on other nodes
     dist.destroy_process_group()
 
 

@@ -107,12 +107,13 @@ def test_ddp_training_on_one_and_two_nodes(nodes):
         assert rc == 0, log[-4000:]
         rec = json.loads(out.read_text())
         procs = min(os.cpu_count(), 4)  # CPU partition: one gloo process per core, up to 4
-        assert rec["nodes"] == nodes and rec["hosts"] == ["n1", "n2"][:nodes]
+        assert rec["nodes"] == nodes and rec["nodelist"] in (["n1", "n2"] if nodes == 1 else ["n[1-2]"])
         assert rec["processes_per_node"] == procs and rec["world_size"] == nodes * procs
         assert rec["backend"] == "gloo" and rec["slurm_job_id"] == job and rec["steps"] == 4
+        assert rec["devices"].startswith(f"{nodes * procs} x CPU")
         assert f"--nnodes={nodes} --nproc_per_node={procs}" in rec["command"] and rec["command"].startswith("srun")
         port = 20000 + int(job) % 10000  # from the job id: two jobs on a node never share a store
-        assert f"--rdzv_endpoint=n1:{port}" in rec["command"]
+        assert f"--master_addr=n1 --master_port={port}" in rec["command"]
         assert f"{nodes} node(s) x {procs} CPU processes (gloo)" in log
         assert "Traceback" not in log, log[-4000:]
     finally:

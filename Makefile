@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 ARGS   ?=
 WORKSPACE ?= mywork
 
-.PHONY: install lab lab-instructor validate test test-unit test-notebooks test-grading release autograde export bench-peaks slides clean
+.PHONY: install lab lab-instructor validate test test-unit test-notebooks test-grading release autograde export stats bench-peaks slides clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(None if (3, 11) <= v <= (3, 13) else \
@@ -80,6 +80,10 @@ release: $(STAMP)
 autograde: $(STAMP)
 	$(BIN)/python -m labkit.grading autograde $(LAB) $(ARGS)
 
+# Instructor: per-exercise class statistics and a plot (class-$(LAB).png).
+stats: $(STAMP)
+	$(BIN)/python -m labkit.grading stats $(LAB)
+
 # Instructor: grades-$(LAB).csv with a status and one column per exercise, for an LMS.
 export: $(STAMP)
 	$(BIN)/python -m labkit.grading export $(LAB)
@@ -95,4 +99,4 @@ slides: $(STAMP)
 	done
 
 clean:
-	rm -rf release autograded feedback gradebook.db grading-status grades-*.csv .pytest_cache .cache
+	rm -rf release autograded feedback gradebook.db grading-status grades-*.csv class-*.png .pytest_cache .cache

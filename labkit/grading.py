@@ -14,6 +14,7 @@ Command line:
     python -m labkit.grading autograde 01-flops [--student S ...] [--rerun] [--workers N] [--timeout S]
     python -m labkit.grading scores 01-flops          # the table again, from the gradebook
     python -m labkit.grading export 01-flops          # grades-01-flops.csv: per-exercise columns, status
+    python -m labkit.grading stats 01-flops           # per exercise: mean, share at full marks and at 0; a plot
     python -m labkit.grading feedback 01-flops        # feedback HTML, hidden tests and their tracebacks removed
     python -m labkit.grading workspace                # a student's own copies of the labs, in mywork/
 """
@@ -393,13 +394,60 @@ def export(lab: str, root=None, path=None) -> Path:
     return path
 
 
+def stats(lab: str, root=None) -> dict[str, dict]:
+    """Class statistics per graded cell of `lab`, over the hand-ins that carry a score (SCORED):
+    {grade_id: {"points", "n", "mean", "full" (share at full marks), "zero" (share at 0),
+    "counts" {score: hand-ins}}}, plus "status": {status: hand-ins} for the whole class."""
+    results = scores(lab, root)
+    scored = [r for r in results.values() if r.status in SCORED]
+    out = {}
+    for gid in sorted({g for r in scored for g in r.cells}):
+        got = [r.cells[gid][0] for r in scored if gid in r.cells]
+        mx = max(r.cells[gid][1] for r in scored if gid in r.cells)
+        out[gid] = {"points": mx, "n": len(got), "mean": sum(got) / len(got),
+                    "full": sum(g == mx for g in got) / len(got), "zero": sum(g == 0 for g in got) / len(got),
+                    "counts": {v: got.count(v) for v in sorted(set(got))}}
+    out["status"] = {st: sum(r.status == st for r in results.values()) for st in STATUSES
+                     if any(r.status == st for r in results.values())}
+    return out
+
+
+def plot_stats(st: dict, lab: str, path=None) -> Path:
+    """One bar per exercise: the class's mean score as a share of its points, with the shares at
+    full marks and at zero beside it; saved as class-<lab>.png (or `path`)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plots import use_style
+    use_style()
+    ids = [g for g in st if g != "status"]
+    x = range(len(ids))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(ids)), 3.8))
+    for k, (what, off) in enumerate((("mean", -0.27), ("full", 0.0), ("zero", 0.27))):
+        vals = [st[g][what] / st[g]["points"] if what == "mean" else st[g][what] for g in ids]
+        ax.bar([i + off for i in x], [100 * v for v in vals], width=0.27,
+               label={"mean": "mean score", "full": "full marks", "zero": "zero"}[what])
+    ax.set_xticks(list(x), ids, rotation=20, ha="right")
+    ax.set_ylabel("% of points / % of hand-ins")
+    ax.set_ylim(0, 105)
+    n = sum(st["status"].values())
+    ax.set_title(f"{lab}: {n} students\n{', '.join(f'{v} {k}' for k, v in st['status'].items())}", fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path or f"class-{lab}.png")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m labkit.grading", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("workspace", help="copy every lab's student version into your own folder (never overwritten)")
     p.add_argument("--dest", default=None)
     p.add_argument("--root", default=None)
-    for name in ("release", "autograde", "scores", "export", "feedback"):
+    for name in ("release", "autograde", "scores", "export", "feedback", "stats"):
         p = sub.add_parser(name)
         p.add_argument("lab")
         p.add_argument("--root", default=None)
@@ -420,6 +468,14 @@ def main(argv=None) -> int:
         return 0
     if a.cmd == "export":
         print(export(a.lab, a.root, a.out))
+        return 0
+    if a.cmd == "stats":
+        from tabulate import tabulate
+        st = stats(a.lab, a.root)
+        print(tabulate([[g, f"{v['mean']:.2f} / {v['points']:g}", f"{v['full']:.0%}", f"{v['zero']:.0%}", v["n"]]
+                        for g, v in st.items() if g != "status"],
+                       headers=["exercise", "mean", "full marks", "zero", "hand-ins"]))
+        print("statuses:", st["status"], "| plot:", plot_stats(st, a.lab, _root(a.root) / f"class-{a.lab}.png"))
         return 0
     if a.cmd == "feedback":
         for student, html in feedback(a.lab, a.root).items():

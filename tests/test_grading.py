@@ -216,6 +216,19 @@ def test_cli_lists_hand_ins_to_re_run_and_export_tells_statuses_apart(results, c
     assert rows["absent"]["status"] == "missing" and rows["absent"]["score (10)"] == ""
 
 
+def test_class_statistics_per_exercise_and_plot(results, course, capsys):
+    st = grading.stats(LAB, course, )
+    # scored: instructor 10, blank 0, loops 8 (ex2 0), borrows 8 (ex1 0), patches 0, snoops 10
+    ex1, ex2 = st["ex1-days-tests"], st["ex2-attention-tests"]
+    assert ex1["n"] == 6 and ex1["points"] == 2 and ex1["counts"] == {0.0: 3, 2.0: 3}
+    assert ex2["counts"] == {0.0: 3, 2.0: 3} and ex2["full"] == 0.5 and abs(ex2["mean"] - 1.0) < 1e-9
+    assert st["status"]["died"] == 1 and st["status"]["flagged"] == 2
+    assert grading.main(["stats", LAB, "--root", str(course)]) == 0
+    assert "ex1-days-tests" in capsys.readouterr().out
+    png = course / f"class-{LAB}.png"
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_rerun_grades_only_what_needs_it(results, course):
     again = grading.autograde(LAB, course, cell_timeout_s=30, rerun=True, students=["instructor", "dies"])
     assert list(again) == ["dies"] and again["dies"].status == "died"  # the graded one is left alone

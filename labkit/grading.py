@@ -415,9 +415,7 @@ def stats(lab: str, root=None) -> dict[str, dict]:
 def plot_stats(st: dict, lab: str, path=None) -> Path:
     """One bar per exercise: the class's mean score as a share of its points, with the shares at
     full marks and at zero beside it; saved as class-<lab>.png (or `path`)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (no backend switch: headless machines pick Agg themselves)
 
     from .plots import use_style
     use_style()

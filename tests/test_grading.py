@@ -217,7 +217,7 @@ def test_cli_lists_hand_ins_to_re_run_and_export_tells_statuses_apart(results, c
 
 
 def test_class_statistics_per_exercise_and_plot(results, course, capsys):
-    st = grading.stats(LAB, course, )
+    st = grading.stats(LAB, course)
     # scored: instructor 10, blank 0, loops 8 (ex2 0), borrows 8 (ex1 0), patches 0, snoops 10
     ex1, ex2 = st["ex1-days-tests"], st["ex2-attention-tests"]
     assert ex1["n"] == 6 and ex1["points"] == 2 and ex1["counts"] == {0.0: 3, 2.0: 3}

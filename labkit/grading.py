@@ -16,6 +16,7 @@ Command line:
     python -m labkit.grading export 01-flops          # grades-01-flops.csv: per-exercise columns, status
     python -m labkit.grading stats 01-flops           # per exercise: mean, share at full marks and at 0; a plot
     python -m labkit.grading feedback 01-flops        # feedback HTML, hidden tests and their tracebacks removed
+    python -m labkit.grading rubric 01-flops          # the written answers to grade by hand: question, model answer
     python -m labkit.grading workspace                # a student's own copies of the labs, in mywork/
 """
 import argparse
@@ -47,12 +48,14 @@ STATUSES = {
     "killed": "code that ignored the interrupt at the cell timeout, or ran past the limit for the whole hand-in: "
               "no score; look, then re-run",
     "failed": "nbgrader could not grade it (see the log): no score",
+    "unmeasurable": "executed to the end, but a graded target needs hardware this machine lacks (e.g. a GPU) "
+                    "and its test scored 0 here: re-grade it on a machine that has it",
     "flagged": "executed to the end, but the audit of its code found something (labkit's own implementation "
                "of an exercise, a patched module, code the grader cannot read): affected tests score 0; see why",
     "missing": "in the gradebook's roster, but no hand-in of this lab",
 }
-SCORED = ("graded", "timeout", "flagged")         # the statuses that carry a score
-RERUN = ("timeout", "died", "killed", "failed")   # the statuses --rerun grades again
+SCORED = ("graded", "timeout", "unmeasurable", "flagged")         # the statuses that carry a score
+RERUN = ("timeout", "unmeasurable", "died", "killed", "failed")   # the statuses --rerun grades again
 STATUS_DIR = "grading-status"                     # <root>/grading-status/<lab>/<student>.json
 
 
@@ -66,6 +69,8 @@ class Result:
     cells: dict[str, tuple[float, float]] = field(default_factory=dict)  # grade_id -> (score, max)
     timeouts: list[str] = field(default_factory=list)  # cells that ran past the cell timeout
     flags: list[str] = field(default_factory=list)     # what the audit found (labkit.audit.Finding)
+    unmeasurable: list[str] = field(default_factory=list)  # target tests this machine could not measure
+    pending: list[str] = field(default_factory=list)   # answers awaiting a manual grade (formgrader)
     reason: str = ""                  # one line: why the status is not "graded"
     log: str = ""                     # the end of nbgrader's account, for anything not graded
 
@@ -175,6 +180,25 @@ def workspace(dest=None, root=None) -> dict[str, str]:
     return done
 
 
+def rubric(lab: str, root=None) -> list[dict]:
+    """The written answers of `lab` that a person grades (nbgrader "manually graded answer"
+    cells), as the formgrader's grader needs them: for each, its grade_id, its points, the
+    question (the markdown cell above it, which states what earns the points) and the model
+    answer from the instructor source (which the student version does not contain)."""
+    import nbformat
+    root = _root(root)
+    _check_lab(root, lab)
+    nb = nbformat.read(root / "notebooks" / lab / f"{lab}.ipynb", 4)
+    out = []
+    for i, cell in enumerate(nb.cells):
+        g = cell.metadata.get("nbgrader", {})
+        if g.get("grade") and g.get("solution"):  # graded and written by the student: graded by a person
+            question = next((c.source for c in reversed(nb.cells[:i]) if c.cell_type == "markdown"), "")
+            out.append({"grade_id": g["grade_id"], "points": g["points"], "question": question,
+                        "model_answer": cell.source})
+    return out
+
+
 def submit(lab: str, student: str, notebook, root=None) -> Path:
     """Place a hand-in (a notebook file) at submitted/<student>/<lab>/<lab>.ipynb."""
     root = _root(root)
@@ -263,7 +287,13 @@ def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=N
             r.reason = "nbgrader did not finish it"
         else:
             r = _audit(root, lab, r)
-            r.timeouts = _timed_out_cells(root / "autograded" / student / lab / f"{lab}.ipynb")
+            done = root / "autograded" / student / lab / f"{lab}.ipynb"
+            r.timeouts = _cells_with_error(done, "CellTimeoutError")
+            r.unmeasurable = _cells_with_error(done, "NotMeasurableHere")
+            if r.unmeasurable and not r.timeouts:  # before "flagged", after "timeout": it needs other hardware
+                r.status = "unmeasurable"
+                r.reason = "; ".join([f"{', '.join(r.unmeasurable)}: a target this machine cannot measure "
+                                      "(see labkit.target); re-grade on a machine that has what it needs"] + r.flags)
             if r.timeouts:  # before "flagged": a re-run is what it needs first
                 r.status = "timeout"
                 r.reason = "; ".join([f"{len(r.timeouts)} cell(s) ran past the cell timeout: "
@@ -301,14 +331,15 @@ def _audit(root: Path, lab: str, r: Result) -> Result:
     return r
 
 
-def _timed_out_cells(path: Path) -> list[str]:
-    """The cells of an autograded notebook that nbgrader interrupted at the cell timeout: each
-    by its grade_id, or "cell N" for an ungraded cell."""
+def _cells_with_error(path: Path, ename: str) -> list[str]:
+    """The cells of an autograded notebook whose output is an `ename` error (CellTimeoutError: cut
+    at the cell timeout; NotMeasurableHere: a target needing other hardware), each by its
+    grade_id, or "cell N" for an ungraded cell."""
     import nbformat
     nb = nbformat.read(path, 4)
     out = []
     for i, cell in enumerate(nb.cells):
-        if any(o.get("ename") == "CellTimeoutError" for o in cell.get("outputs", [])):
+        if any(o.get("ename") == ename for o in cell.get("outputs", [])):
             out.append(cell.metadata.get("nbgrader", {}).get("grade_id") or f"cell {i}")
     return out
 
@@ -335,9 +366,10 @@ def scores(lab: str, root=None, students=None) -> dict[str, Result]:
         saved = last.get(student, {})
         if r.status == "failed" and saved.get("status") in ("died", "killed"):
             r.status, r.reason, r.log = saved["status"], saved["reason"], saved.get("log", "")
-        elif r.status == "graded" and saved.get("status") in ("timeout", "flagged"):
+        elif r.status == "graded" and saved.get("status") in ("timeout", "unmeasurable", "flagged"):
             r.status, r.reason = saved["status"], saved["reason"]
             r.timeouts, r.flags = saved.get("timeouts", []), saved.get("flags", [])
+            r.unmeasurable = saved.get("unmeasurable", [])
     return out
 
 
@@ -365,11 +397,14 @@ def _gradebook_results(lab: str, root: Path, students=None) -> dict[str, Result]
             except MissingEntry:
                 out[student] = Result(student, "failed", reason="not in the gradebook")
                 continue
-            cells = {g.name: (g.score, g.max_score) for nb in sub.notebooks for g in nb.grades}
-            if not done or any(s is None for s, _ in cells.values()):
+            grades = [g for nb in sub.notebooks for g in nb.grades]
+            cells = {g.name: (g.score, g.max_score) for g in grades}
+            if not done:
                 out[student] = Result(student, "failed", cells=cells, reason="nbgrader did not finish it")
             else:
-                out[student] = Result(student, "graded", sub.score, sub.max_score, cells)
+                # a written answer nobody has graded yet: no auto score (nbgrader leaves it to a person)
+                pending = [g.name for g in grades if g.auto_score is None and g.manual_score is None]
+                out[student] = Result(student, "graded", sub.score, sub.max_score, cells, pending=pending)
         for student in roster:
             out[student] = Result(student, "missing", reason="no hand-in")
     return out
@@ -377,8 +412,9 @@ def _gradebook_results(lab: str, root: Path, students=None) -> dict[str, Result]
 
 def export(lab: str, root=None, path=None) -> Path:
     """Write grades-<lab>.csv for an LMS: one row per student with the status, the total, one
-    column per graded cell ("<grade_id> (<points>)") and the reason for any status but graded.
-    Only the SCORED statuses have scores; the others are empty, never a silent 0."""
+    column per graded cell ("<grade_id> (<points>)"), the written answers still to grade by hand
+    (formgrader) and the reason for any status but graded. Only the SCORED statuses have scores;
+    the others are empty, never a silent 0, and so is an answer nobody has graded yet."""
     root = _root(root)
     results = scores(lab, root)
     ids = sorted({gid: mx for r in results.values() for gid, (_, mx) in r.cells.items()}.items())
@@ -386,11 +422,13 @@ def export(lab: str, root=None, path=None) -> Path:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         total = sum(mx for _, mx in ids)
-        w.writerow(["student", "status", f"score ({total:g})"] + [f"{gid} ({mx:g})" for gid, mx in ids] + ["reason"])
+        w.writerow(["student", "status", f"score ({total:g})"] + [f"{gid} ({mx:g})" for gid, mx in ids]
+                   + ["to grade by hand", "reason"])
         for r in sorted(results.values(), key=lambda r: r.student):
             scored = r.status in SCORED
             w.writerow([r.student, r.status, r.score if scored else ""]
-                       + [r.cells.get(gid, ("", 0))[0] if scored else "" for gid, _ in ids] + [r.reason])
+                       + [r.cells.get(gid, ("", 0))[0] if scored and gid not in r.pending else "" for gid, _ in ids]
+                       + [" ".join(r.pending), r.reason])
     return path
 
 
@@ -402,7 +440,9 @@ def stats(lab: str, root=None) -> dict[str, dict]:
     scored = [r for r in results.values() if r.status in SCORED]
     out = {}
     for gid in sorted({g for r in scored for g in r.cells}):
-        got = [r.cells[gid][0] for r in scored if gid in r.cells]
+        got = [r.cells[gid][0] for r in scored if gid in r.cells and gid not in r.pending]
+        if not got:  # a written answer nobody has graded yet
+            continue
         mx = max(r.cells[gid][1] for r in scored if gid in r.cells)
         out[gid] = {"points": mx, "n": len(got), "mean": sum(got) / len(got),
                     "full": sum(g == mx for g in got) / len(got), "zero": sum(g == 0 for g in got) / len(got),
@@ -445,7 +485,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("workspace", help="copy every lab's student version into your own folder (never overwritten)")
     p.add_argument("--dest", default=None)
     p.add_argument("--root", default=None)
-    for name in ("release", "autograde", "scores", "export", "feedback", "stats"):
+    for name in ("release", "autograde", "scores", "export", "feedback", "stats", "rubric"):
         p = sub.add_parser(name)
         p.add_argument("lab")
         p.add_argument("--root", default=None)
@@ -475,6 +515,13 @@ def main(argv=None) -> int:
                        headers=["exercise", "mean", "full marks", "zero", "hand-ins"]))
         print("statuses:", st["status"], "| plot:", plot_stats(st, a.lab, _root(a.root) / f"class-{a.lab}.png"))
         return 0
+    if a.cmd == "rubric":
+        answers = rubric(a.lab, a.root)
+        for r in answers:
+            print(f"== {r['grade_id']} ({r['points']:g} points)\n-- question:\n{r['question']}\n"
+                  f"-- model answer:\n{r['model_answer']}\n")
+        print(f"{len(answers)} written answer(s) in {a.lab} to grade by hand in the formgrader (make lab-instructor)")
+        return 0
     if a.cmd == "feedback":
         for student, html in feedback(a.lab, a.root).items():
             print(f"{student}: {html}")
@@ -484,8 +531,8 @@ def main(argv=None) -> int:
     else:
         results = scores(a.lab, a.root)
     from tabulate import tabulate
-    print(tabulate([[r.student, r.status, r.score, r.max_score, r.reason] for r in results.values()],
-                   headers=["student", "status", "score", "max", "why"]))
+    print(tabulate([[r.student, r.status, r.score, r.max_score, " ".join(r.pending), r.reason] for r in results.values()],
+                   headers=["student", "status", "score", "max", "to grade by hand", "why"]))
     again = [r.student for r in results.values() if r.status in RERUN]
     if again:
         print(f"\n{len(again)} hand-in(s) to look at and re-run: {', '.join(again)}\n"

@@ -13,6 +13,16 @@ c.Execute.timeout = 300            # seconds per cell (QUICK mode cells take a f
 c.Execute.interrupt_on_timeout = True
 c.Execute.execute_retries = 0
 
+# Grading runs quick mode whatever the hand-in set: the parameters cell comes from the source.
+c.Autograde.sanitize_preprocessors = [
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.DeduplicateIds",
+    "nbgrader.preprocessors.OverwriteKernelspec",
+    "nbgrader.preprocessors.OverwriteCells",
+    "labkit.grading.QuickAtGrading",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # Feedback for students: never the hidden tests, neither their code nor the tracebacks that quote it.

@@ -223,3 +223,97 @@ def _check_cell(tree, where: str, names: _Names, protected: set[str], later: lis
     for name in sorted((binds | changed) & protected):
         out.append(Finding(where, "patch", f"rebinds {name!r}, which the given cells imported", list(later)))
     return out
+
+
+# --- Near-duplicates: copied code, for the instructor to look at (never a score change) ----------
+
+@dataclass
+class Match:
+    """Two pieces of code for one exercise that share most of their fingerprints."""
+    exercise: str        # grade_id of the solution cell
+    a: str               # a student
+    b: str               # another student, or "labkit:<dotted name>" (the kit's implementation)
+    similarity: float    # 0..1: shared fingerprints over those of the smaller piece
+
+    def __str__(self) -> str:
+        return f"{self.exercise}: {self.a} ~ {self.b} ({self.similarity:.0%} of fingerprints shared)"
+
+
+def fingerprints(code: str, k: int = 5) -> set[int]:
+    """Hashes of every run of k tokens of `code`, with what copying usually changes taken out:
+    comments, blank lines and layout are dropped, local names and numbers become one symbol N, string
+    literals one symbol S (attribute names such as `.topk` and keywords are kept: they carry
+    the algorithm). Renaming variables or rewording comments leaves the fingerprints as they were."""
+    import io
+    import keyword
+    import tokenize
+    toks, prev = [], ""
+    try:
+        for t in tokenize.generate_tokens(io.StringIO(code).readline):
+            if t.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT,
+                          tokenize.DEDENT, tokenize.ENDMARKER):
+                continue
+            if (t.type == tokenize.NAME and not keyword.iskeyword(t.string) and prev != ".") or t.type == tokenize.NUMBER:
+                toks.append("N")
+            elif t.type == tokenize.STRING or t.type in getattr(tokenize, "FSTRING_TYPES", ()):
+                toks.append("S")
+            else:
+                toks.append(t.string)
+            prev = t.string
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass  # unfinished code: the tokens read so far
+    return {hash(tuple(toks[i:i + k])) for i in range(len(toks) - k + 1)}
+
+
+def similar(handins: dict, source_nb, threshold: float = 0.8, min_grams: int = 25) -> list[Match]:
+    """Exercises whose code is near-identical between two hand-ins, or to labkit's own
+    implementation of that exercise (the labkit objects named in its test cell's own-work rule).
+
+    handins: {student: nbformat notebook}. Per exercise (solution cell), the code's fingerprints
+    minus those of the given stub; pieces with fewer than `min_grams` left are skipped, since
+    short answers (a formula) are alike when written independently. similarity = shared
+    fingerprints / those of the smaller piece; matches at `threshold` or above are returned,
+    most similar first. This points the instructor at pairs to read; it changes no score.
+    """
+    import importlib
+    import inspect
+    stubs, rule_of, test = {}, {}, None
+    rules = own_work_rules(source_nb)
+    for cell in reversed(source_nb.cells):  # each solution cell's rule: the next test cell's
+        g = cell.metadata.get("nbgrader", {})
+        if g.get("grade") and not g.get("solution"):
+            test = g.get("grade_id")
+        elif g.get("solution") and cell.cell_type == "code":
+            rule_of[g["grade_id"]] = rules.get(test, set())
+            stub = cell.source.split("### BEGIN SOLUTION")[0] + cell.source.split("### END SOLUTION")[-1]
+            stubs[g["grade_id"]] = fingerprints(stub)
+    pieces = {}  # exercise -> {who: fingerprints}
+    for student, nb in handins.items():
+        for cell in nb.cells:
+            gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+            if gid in stubs:
+                fp = fingerprints(cell.source) - stubs[gid]
+                if len(fp) >= min_grams:
+                    pieces.setdefault(gid, {})[student] = fp
+    for gid, names in rule_of.items():
+        for name in sorted(names):
+            module, _, attr = name.rpartition(".")
+            try:
+                obj = getattr(importlib.import_module(module), attr)
+                fp = fingerprints(inspect.getsource(obj))
+            except (ImportError, AttributeError, TypeError, OSError):
+                continue
+            if gid in pieces and len(fp) >= min_grams:
+                pieces[gid][f"labkit:{name}"] = fp
+    out = []
+    for gid, who in pieces.items():
+        names = sorted(who)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if a.startswith("labkit:") and b.startswith("labkit:"):
+                    continue
+                sim = len(who[a] & who[b]) / min(len(who[a]), len(who[b]))
+                if sim >= threshold:
+                    a_, b_ = (b, a) if a.startswith("labkit:") else (a, b)
+                    out.append(Match(gid, a_, b_, sim))
+    return sorted(out, key=lambda m: -m.similarity)

@@ -11,18 +11,22 @@ executed to the end is never read as a score, and one that ran into a timeout is
 re-run instead of passing for a wrong answer. Hand-ins are graded in parallel, one process each.
 
 Command line:
-    python -m labkit.grading autograde 01-flops [--student S ...] [--rerun] [--workers N] [--timeout S]
+    python -m labkit.grading due 01-flops "2026-12-01 17:00:00 UTC"   # lateness is then recorded per hand-in
+    python -m labkit.grading collect 01-flops submissions.zip --lms canvas   # an LMS download -> submitted/
+    python -m labkit.grading autograde 01-flops [--student S ...] [--rerun] [--workers N] [--timeout S] [--memory-gb G]
     python -m labkit.grading scores 01-flops          # the table again, from the gradebook
     python -m labkit.grading export 01-flops          # grades-01-flops.csv: per-exercise columns, status
     python -m labkit.grading stats 01-flops           # per exercise: mean, share at full marks and at 0; a plot
     python -m labkit.grading feedback 01-flops        # feedback HTML, hidden tests and their tracebacks removed
     python -m labkit.grading rubric 01-flops          # the written answers to grade by hand: question, model answer
+    python -m labkit.grading similar 01-flops         # near-identical code: between hand-ins, or with labkit's
     python -m labkit.grading workspace                # a student's own copies of the labs, in mywork/
 """
 import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -71,6 +75,8 @@ class Result:
     flags: list[str] = field(default_factory=list)     # what the audit found (labkit.audit.Finding)
     unmeasurable: list[str] = field(default_factory=list)  # target tests this machine could not measure
     pending: list[str] = field(default_factory=list)   # answers awaiting a manual grade (formgrader)
+    submitted_at: str = ""            # the hand-in's timestamp (timestamp.txt), when it has one
+    late_s: float = 0.0               # seconds past the lab's due date (nbgrader's count)
     reason: str = ""                  # one line: why the status is not "graded"
     log: str = ""                     # the end of nbgrader's account, for anything not graded
 
@@ -154,6 +160,32 @@ class HideTestTracebacks(Preprocessor):
         return cell, resources
 
 
+class QuickAtGrading(Preprocessor):
+    """Autograde (nbgrader's sanitizing step, before anything runs): the hand-in's parameters
+    cell (papermill's tag "parameters") is replaced by the instructor source's, so grading always
+    runs quick mode at the lab's own sizes. Grades depend on nothing else, and a hand-in left at
+    QUICK = False after a full run on a GPU node would run for hours on the grading machine.
+    Runs in nbgrader's process, from the course root (where the sources are)."""
+    enabled = Bool(True)
+
+    def preprocess(self, nb, resources):
+        import nbformat
+        g = resources.get("nbgrader", {})
+        source = Path("notebooks") / g.get("assignment", "") / f"{g.get('notebook', '')}.ipynb"
+        given = None
+        if source.is_file():
+            given = next((c.source for c in nbformat.read(source, 4).cells if _is_parameters(c)), None)
+        for cell in nb.cells:
+            if _is_parameters(cell):
+                cell.source = given if given is not None else re.sub(
+                    r"(?m)^(\s*)QUICK\s*=.*$", r"\1QUICK = True  # the grader runs quick mode", cell.source)
+        return nb, resources
+
+
+def _is_parameters(cell) -> bool:
+    return cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", [])
+
+
 def workspace(dest=None, root=None) -> dict[str, str]:
     """The student's own copy of every lab, in `dest` (default <root>/mywork/): the student
     version (release/<lab>/, made when missing or older than the source) is copied there once,
@@ -199,8 +231,22 @@ def rubric(lab: str, root=None) -> list[dict]:
     return out
 
 
-def submit(lab: str, student: str, notebook, root=None) -> Path:
-    """Place a hand-in (a notebook file) at submitted/<student>/<lab>/<lab>.ipynb."""
+def similar(lab: str, root=None, threshold: float = 0.8) -> list:
+    """Hand-ins of `lab` whose code for an exercise is near-identical to another's or to
+    labkit's own implementation (labkit.audit.similar): pairs for the instructor to read,
+    most similar first. No score changes."""
+    import nbformat
+    from .audit import similar as find
+    root = _root(root)
+    _check_lab(root, lab)
+    handins = {p.parent.parent.name: nbformat.read(p, 4) for p in sorted((root / "submitted").glob(f"*/{lab}/{lab}.ipynb"))}
+    return find(handins, nbformat.read(root / "notebooks" / lab / f"{lab}.ipynb", 4), threshold)
+
+
+def submit(lab: str, student: str, notebook, root=None, timestamp: str | None = None) -> Path:
+    """Place a hand-in (a notebook file) at submitted/<student>/<lab>/<lab>.ipynb; with
+    `timestamp` (when it was handed in, e.g. "2026-12-01 17:05:00 UTC"), also the timestamp.txt
+    from which nbgrader's autograde computes how late it is against the lab's due date (`due`)."""
     root = _root(root)
     _check_lab(root, lab)
     if not student or not student.replace("-", "").replace("_", "").isalnum():
@@ -208,7 +254,68 @@ def submit(lab: str, student: str, notebook, root=None) -> Path:
     dest = root / "submitted" / student / lab / f"{lab}.ipynb"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(notebook, dest)
+    if timestamp is not None:
+        from nbgrader.utils import parse_utc
+        parse_utc(timestamp)  # refuse what nbgrader could not read later
+        (dest.parent / "timestamp.txt").write_text(timestamp)
     return dest
+
+
+def due(lab: str, when: str, root=None) -> None:
+    """Set the due date of `lab` in the gradebook (nbgrader's own: `nbgrader db assignment add
+    LAB --duedate=WHEN`, e.g. "2026-12-01 17:00:00 UTC"). Autograde then records, for each hand-in
+    with a timestamp, how late it was; the export shows it. nbgrader's late penalty
+    (LateSubmissionPlugin.penalty_method in nbgrader_config.py) is "none" here: the course decides."""
+    from nbgrader.utils import parse_utc
+    root = _root(root)
+    _check_lab(root, lab)
+    try:
+        parse_utc(when)
+    except Exception as e:
+        raise ValueError(f"when={when!r} is not a date nbgrader reads (e.g. '2026-12-01 17:00:00 UTC'): {e}") from None
+    p = nbgrader("db", "assignment", "add", lab, f"--duedate={when}", root=root)
+    if p.returncode != 0:
+        raise RuntimeError(f"nbgrader db assignment add {lab} --duedate failed:\n{p.stdout}\n{p.stderr}")
+
+
+# How LMS downloads name hand-ins: the student's id and the notebook, for nbgrader's zip_collect.
+LMS = {
+    # Canvas "Download submissions": smithalice_12345_67890_01-flops.ipynb (_LATE_ after the name
+    # when late; a resubmission gets -1, -2 before .ipynb)
+    "canvas": r".*/(?P<student_id>[^/_]+)(?:_LATE)?_\d+_\d+_(?P<file_id>[^/]+?)(?:-\d+)?\.ipynb$",
+    # Moodle "Download all submissions": Alice Smith_123456_assignsubmission_file_/01-flops.ipynb
+    "moodle": r".*/[^/_]+_(?P<student_id>\d+)_assignsubmission_file_/(?P<file_id>[^/]+)\.ipynb$",
+    # a folder per student: alice/01-flops.ipynb
+    "folders": r".*/(?P<student_id>[^/]+)/(?P<file_id>[^/]+)\.ipynb$",
+}
+
+
+def collect(lab: str, archive, lms: str = "canvas", root=None) -> list[str]:
+    """Hand-ins from an LMS download (a .zip, or a folder of them) into submitted/, with
+    nbgrader's zip_collect: the archive is copied to downloaded/<lab>/archive/, extracted, and
+    each notebook whose name matches `lms` (a key of LMS, or your own regular expression with
+    the groups student_id and file_id, optionally timestamp) is placed at
+    submitted/<student_id>/<lab>/. Returns the students collected."""
+    root = _root(root)
+    _check_lab(root, lab)
+    archive = Path(archive)
+    if not archive.exists():
+        raise FileNotFoundError(f"archive={str(archive)!r} does not exist")
+    regexp = LMS.get(lms, lms)
+    if "(?P<student_id>" not in regexp or "(?P<file_id>" not in regexp:
+        raise ValueError(f"lms must be one of {sorted(LMS)} or a regular expression with the groups "
+                         f"student_id and file_id, got {lms!r}")
+    dest = root / "downloaded" / lab / "archive"
+    dest.mkdir(parents=True, exist_ok=True)
+    if archive.is_dir():
+        shutil.copytree(archive, dest, dirs_exist_ok=True)
+    else:
+        shutil.copy(archive, dest)
+    p = nbgrader("zip_collect", lab, "--force", f"--FileNameCollectorPlugin.named_regexp={regexp}", root=root)
+    if p.returncode != 0:
+        raise RuntimeError(f"nbgrader zip_collect {lab} failed:\n{p.stdout}\n{p.stderr}")
+    found = [re.match(regexp, str(f)) for f in (root / "downloaded" / lab / "extracted").rglob("*.ipynb")]
+    return sorted({m["student_id"] for m in found if m and (root / "submitted" / m["student_id"] / lab).is_dir()})
 
 
 def warm_peaks_cache(root=None, timeout_s: float = 120, env=None) -> None:
@@ -227,7 +334,8 @@ def warm_peaks_cache(root=None, timeout_s: float = 120, env=None) -> None:
 
 def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=None,
               timeout_s: float = 1800, workers: int | None = None, rerun: bool = False,
-              sandbox: bool | None = None) -> dict[str, Result]:
+              sandbox: bool | None = None, memory_gb: float | None = None,
+              shard: tuple[int, int] | None = None) -> dict[str, Result]:
     """Autograde every hand-in of `lab` (or only `students`) and return their results.
 
     cell_timeout_s overrides the per-cell timeout of nbgrader_config.py; timeout_s bounds one
@@ -235,20 +343,32 @@ def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=N
     once, each in its own nbgrader process whose kernel gets cores // workers threads (default:
     one worker per core). rerun=True grades only the hand-ins whose last status is in RERUN.
     sandbox: run each kernel in bubblewrap (labkit.sandbox); None = when bwrap works here, with a
-    warning when it does not; True = refuse to grade without it.
+    warning when it does not; True = refuse to grade without it. memory_gb: each sandboxed
+    kernel's memory bound (default: 80 % of this machine's memory shared among the workers); an
+    allocation past it fails in its cell, and the rest of the hand-in is graded. shard=(k, n):
+    grade only every n-th hand-in from the k-th (students sorted): task k of a SLURM job array of
+    n (scripts/grade.sbatch), so that the n tasks together grade each hand-in once.
     nbgrader's own exit status decides nothing: each result is read back from the gradebook and
     the autograded folder, and its status saved in grading-status/<lab>/.
     """
     root = _root(root)
     _check_lab(root, lab)
     students = students or sorted(p.parent.name for p in (root / "submitted").glob(f"*/{lab}"))
+    if shard is not None:
+        k, n = shard
+        if not (isinstance(k, int) and isinstance(n, int) and 0 <= k < n):
+            raise ValueError(f"shard must be (k, n) with 0 <= k < n, got {shard!r}")
+        students = sorted(students)[k::n]
+        if not students:
+            print(f"labkit.grading: shard {k}/{n}: no hand-ins for this task", file=sys.stderr)
+            return {}
     if rerun:
         last = _load_statuses(root, lab)
         students = [s for s in students if last.get(s, {}).get("status", "failed") in RERUN]
     if not students:
         raise FileNotFoundError(f"no hand-ins of {lab!r} to grade under {root / 'submitted'}"
                                 + (" (--rerun: none needs a re-run)" if rerun else ""))
-    cores = os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # a job's cores
     workers = min(workers or cores, len(students))
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
@@ -259,6 +379,7 @@ def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=N
                   "with the grader's rights. Install it (Debian: apt-get install bubblewrap).", file=sys.stderr)
     elif sandbox and not sandbox_mod.available():
         raise RuntimeError("sandbox=True but bubblewrap (bwrap) is missing or cannot create namespaces here")
+    memory = int(memory_gb * 2**30) if memory_gb else int(0.8 * sandbox_mod.ram_bytes() / workers)
     threads = str(max(1, cores // workers))  # workers x threads = cores: no oversubscription
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     warm_peaks_cache(root, env=env)
@@ -270,7 +391,7 @@ def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=N
     def grade(student: str) -> Result:
         with tempfile.TemporaryDirectory(prefix="labkit-grade-") as scratch:
             workdir = root / "autograded" / student / lab
-            extra, more_env = sandbox_mod.nbgrader_args(root, workdir, Path(scratch)) if sandbox else ([], {})
+            extra, more_env = sandbox_mod.nbgrader_args(root, workdir, Path(scratch), memory) if sandbox else ([], {})
             p = nbgrader(*args, *extra, f"--student={student}", root=root, timeout_s=timeout_s,
                          env={**env, **more_env})
         if p.returncode == -9:  # killed mid-run: whatever nbgrader left behind is not a result
@@ -405,6 +526,9 @@ def _gradebook_results(lab: str, root: Path, students=None) -> dict[str, Result]
                 # a written answer nobody has graded yet: no auto score (nbgrader leaves it to a person)
                 pending = [g.name for g in grades if g.auto_score is None and g.manual_score is None]
                 out[student] = Result(student, "graded", sub.score, sub.max_score, cells, pending=pending)
+            if sub.timestamp is not None:
+                out[student].submitted_at = f"{sub.timestamp:%Y-%m-%d %H:%M:%S} UTC"
+                out[student].late_s = float(sub.total_seconds_late or 0.0)
         for student in roster:
             out[student] = Result(student, "missing", reason="no hand-in")
     return out
@@ -413,7 +537,8 @@ def _gradebook_results(lab: str, root: Path, students=None) -> dict[str, Result]
 def export(lab: str, root=None, path=None) -> Path:
     """Write grades-<lab>.csv for an LMS: one row per student with the status, the total, one
     column per graded cell ("<grade_id> (<points>)"), the written answers still to grade by hand
-    (formgrader) and the reason for any status but graded. Only the SCORED statuses have scores;
+    (formgrader), when it was handed in and how many hours late (against `due`; empty when on
+    time or without a timestamp) and the reason for any status but graded. Only the SCORED statuses have scores;
     the others are empty, never a silent 0, and so is an answer nobody has graded yet."""
     root = _root(root)
     results = scores(lab, root)
@@ -423,12 +548,12 @@ def export(lab: str, root=None, path=None) -> Path:
         w = csv.writer(f)
         total = sum(mx for _, mx in ids)
         w.writerow(["student", "status", f"score ({total:g})"] + [f"{gid} ({mx:g})" for gid, mx in ids]
-                   + ["to grade by hand", "reason"])
+                   + ["to grade by hand", "submitted at", "late (h)", "reason"])
         for r in sorted(results.values(), key=lambda r: r.student):
             scored = r.status in SCORED
             w.writerow([r.student, r.status, r.score if scored else ""]
                        + [r.cells.get(gid, ("", 0))[0] if scored and gid not in r.pending else "" for gid, _ in ids]
-                       + [" ".join(r.pending), r.reason])
+                       + [" ".join(r.pending), r.submitted_at, f"{r.late_s / 3600:.2f}" if r.late_s else "", r.reason])
     return path
 
 
@@ -482,10 +607,19 @@ def plot_stats(st: dict, lab: str, path=None) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m labkit.grading", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("due", help="set a lab's due date (nbgrader's gradebook)")
+    p.add_argument("lab")
+    p.add_argument("when", help='e.g. "2026-12-01 17:00:00 UTC"')
+    p.add_argument("--root", default=None)
+    p = sub.add_parser("collect", help="hand-ins from an LMS download (zip) into submitted/ (nbgrader zip_collect)")
+    p.add_argument("lab")
+    p.add_argument("archive")
+    p.add_argument("--lms", default="canvas", help=f"{', '.join(LMS)} or a regular expression (default canvas)")
+    p.add_argument("--root", default=None)
     p = sub.add_parser("workspace", help="copy every lab's student version into your own folder (never overwritten)")
     p.add_argument("--dest", default=None)
     p.add_argument("--root", default=None)
-    for name in ("release", "autograde", "scores", "export", "feedback", "stats", "rubric"):
+    for name in ("release", "autograde", "scores", "export", "feedback", "stats", "rubric", "similar"):
         p = sub.add_parser(name)
         p.add_argument("lab")
         p.add_argument("--root", default=None)
@@ -494,6 +628,12 @@ def main(argv=None) -> int:
             p.add_argument("--rerun", action="store_true", help="grade only the hand-ins to re-run: " + ", ".join(RERUN))
             p.add_argument("--workers", type=int, default=None, help="hand-ins at once (default: one per core)")
             p.add_argument("--timeout", type=int, default=None, help="seconds per cell (nbgrader_config.py: 300)")
+            p.add_argument("--shard", default=None, metavar="K/N",
+                           help="grade every N-th hand-in from the K-th (a SLURM array task: scripts/grade.sbatch)")
+            p.add_argument("--memory-gb", type=float, default=None,
+                           help="memory per hand-in (default: 80%% of this machine's, shared among the workers)")
+        if name == "similar":
+            p.add_argument("--threshold", type=float, default=0.8, help="share of fingerprints in common (default 0.8)")
         if name == "export":
             p.add_argument("--out", default=None, help="CSV path (default: grades-LAB.csv in the course root)")
     a = ap.parse_args(argv)
@@ -501,6 +641,14 @@ def main(argv=None) -> int:
         for lab, what in workspace(a.dest, a.root).items():
             print(f"{lab}: {what}")
         return 0
+    if a.cmd == "due":
+        due(a.lab, a.when, a.root)
+        print(f"{a.lab} is due {a.when}")
+        return 0
+    if a.cmd == "collect":
+        got = collect(a.lab, a.archive, a.lms, a.root)
+        print(f"collected {len(got)} hand-in(s) of {a.lab}: {', '.join(got)}")
+        return 0 if got else 1
     if a.cmd == "release":
         print(release(a.lab, a.root))
         return 0
@@ -515,6 +663,12 @@ def main(argv=None) -> int:
                        headers=["exercise", "mean", "full marks", "zero", "hand-ins"]))
         print("statuses:", st["status"], "| plot:", plot_stats(st, a.lab, _root(a.root) / f"class-{a.lab}.png"))
         return 0
+    if a.cmd == "similar":
+        matches = similar(a.lab, a.root, a.threshold)
+        for m in matches:
+            print(m)
+        print(f"{len(matches)} near-identical pair(s) in {a.lab} at >= {a.threshold:.0%}: read them before deciding anything")
+        return 0
     if a.cmd == "rubric":
         answers = rubric(a.lab, a.root)
         for r in answers:
@@ -527,7 +681,16 @@ def main(argv=None) -> int:
             print(f"{student}: {html}")
         return 0
     if a.cmd == "autograde":
-        results = autograde(a.lab, a.root, a.timeout, a.student, workers=a.workers, rerun=a.rerun)
+        shard = None
+        if a.shard:
+            try:
+                shard = tuple(int(x) for x in a.shard.split("/"))
+            except ValueError:
+                ap.error(f"--shard must be K/N (two integers), got {a.shard!r}")
+        results = autograde(a.lab, a.root, a.timeout, a.student, workers=a.workers, rerun=a.rerun,
+                            memory_gb=a.memory_gb, shard=shard)
+        if shard and not results:
+            return 0  # a task with nothing to grade is not a failure
     else:
         results = scores(a.lab, a.root)
     from tabulate import tabulate

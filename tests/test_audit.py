@@ -93,3 +93,82 @@ def test_own_work_follows_the_student_s_helpers_but_not_other_cells(src):
                                               .index("ex5-roofline")].source
                  + "\nprint(flops.training_days(1e24, 8, 1e15, 0.4))")
     assert found(nb, src) == []
+
+
+# --- near-duplicates ------------------------------------------------------------------------
+
+MINE = '''def two_four(w):
+    """My 2:4 mask."""
+    out = torch.zeros(w.shape, dtype=torch.bool)
+    flat, kept = w.reshape(-1, 4), out.reshape(-1, 4)
+    for row in range(flat.shape[0]):
+        order = sorted(range(4), key=lambda j: -abs(float(flat[row, j])))
+        for j in order[:2]:
+            kept[row, j] = True
+    return out
+'''
+THEIRS = '''def two_four(w):
+    b = w.new_zeros(w.size()).bool()
+    for i, quad in enumerate(w.view(-1, 4).abs()):
+        top = quad.argsort(descending=True)[:2]
+        b.view(-1, 4)[i, top] = True
+    return b
+'''
+LABKITS = '''def two_four(weights):
+    # kept the 2 largest of each 4
+    g = weights.detach().abs().reshape(-1, 4)
+    mask = torch.zeros_like(g, dtype=torch.bool)
+    mask.scatter_(1, torch.topk(g, 2, dim=1).indices, True)
+    return mask.view_as(weights)
+'''
+
+
+def _mask_lab(**solutions):
+    from nbformat.v4 import new_code_cell, new_notebook
+    sol = new_code_cell("def two_four(w):\n    ### BEGIN SOLUTION\n    pass\n    ### END SOLUTION")
+    sol.metadata["nbgrader"] = {"grade_id": "ex-mask", "solution": True, "grade": False}
+    formula = new_code_cell("def density(k, n):\n    ### BEGIN SOLUTION\n    return k / n\n    ### END SOLUTION")
+    formula.metadata["nbgrader"] = {"grade_id": "ex-density", "solution": True, "grade": False}
+    test = new_code_cell("assert two_four(torch.ones(4)).sum() == 2")
+    test.metadata["nbgrader"] = {"grade_id": "ex-mask-tests", "grade": True, "solution": False, "points": 1}
+    test.metadata["labkit"] = {"own_work": ["labkit.prune.nm_mask"]}
+    nb = new_notebook(cells=[sol, formula, test])
+    if solutions:
+        nb.cells[0].source, nb.cells[1].source = solutions["mask"], solutions.get("density", "")
+    return nb
+
+
+def test_near_duplicates_are_found_through_renames_and_comments():
+    renamed = (MINE.replace("out", "result").replace("flat", "rows").replace("kept", "chosen")
+               .replace("My 2:4 mask.", "Two of four, by magnitude.").replace("order", "ranking"))
+    handins = {"alice": _mask_lab(mask=MINE, density="def density(k, n):\n    return k / n"),
+               "bob": _mask_lab(mask=renamed, density="def density(k, n):\n    return k / n"),
+               "carol": _mask_lab(mask=THEIRS), "dave": _mask_lab(mask=LABKITS)}
+    found = {(m.exercise, m.a, m.b) for m in audit.similar(handins, _mask_lab())}
+    assert ("ex-mask", "alice", "bob") in found, "a renamed copy must be found"
+    assert ("ex-mask", "dave", "labkit:labkit.prune.nm_mask") in found, "labkit's code, renamed"
+    assert not any("carol" in (a, b) for _, a, b in found), "an independent solution is not a copy"
+    assert not any(ex == "ex-density" for ex, _, _ in found), "a one-line formula is alike by nature"
+    assert len(found) == 2
+
+
+def _borrowing_cases():
+    for path in LABS:
+        nb = nbformat.read(path, 4)
+        for test, names in sorted(audit.own_work_rules(nb).items()):
+            yield pytest.param(path, test, sorted(names)[0], id=f"{path.parent.name}:{test}")
+
+
+@pytest.mark.parametrize("path, test, name", list(_borrowing_cases()))
+def test_every_lab_every_exercise_borrowing_labkit_scores_zero_for_it(path, test, name):
+    """On every lab: an exercise whose code reaches labkit's implementation of it earns 0 for
+    that exercise's test and nothing else changes."""
+    src = nbformat.read(path, 4)
+    nb = copy.deepcopy(src)
+    cells = nb.cells
+    at = next(i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("grade_id") == test)
+    sol = next(c for c in reversed(cells[:at]) if c.metadata.get("nbgrader", {}).get("solution"))
+    module, attr = name.rsplit(".", 1)
+    sol.source += f"\nimport {module} as _mod\n_shortcut = _mod.{attr}  # the kit's answer\n"
+    hits = [f for f in audit.audit(nb, src) if f.kind == "labkit"]
+    assert hits and {t for f in hits for t in f.tests} == {test}, [str(f) for f in audit.audit(nb, src)]

@@ -40,7 +40,8 @@ def _cell(kind, source, grade_id=None, points=None, solution=False):
 def _lab() -> nbformat.NotebookNode:
     nb = new_notebook(cells=[
         _cell("markdown", "# A lab with a measured target and a written answer"),
-        _cell("code", "import time\nimport torch\nfrom labkit.target import Target"),
+        _cell("code", "QUICK = True"),
+        _cell("code", "import time\nimport torch\nfrom labkit.target import Target\nprint(f'QUICK={QUICK}')"),
         _cell("code", "def fast_sum(xs):\n    ### BEGIN SOLUTION\n    return float(torch.as_tensor(xs).sum())\n"
                       "    ### END SOLUTION", "ex1-sum", solution=True),
         _cell("code", "assert abs(fast_sum(torch.ones(10)) - 10) < 1e-6, 'ten ones sum to 10'", "ex1-sum-tests", 1),
@@ -54,6 +55,7 @@ def _lab() -> nbformat.NotebookNode:
         _cell("markdown", QUESTION),
         _cell("markdown", MODEL_ANSWER, "answer-why", 2, solution=True),
     ])
+    nb.cells[1].metadata["tags"] = ["parameters"]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
 
@@ -65,7 +67,8 @@ def course(tmp_path_factory):
     (root / "notebooks" / LAB).mkdir(parents=True)
     nbformat.write(_lab(), root / "notebooks" / LAB / f"{LAB}.ipynb")
     release = grading.release(LAB, root) / f"{LAB}.ipynb"
-    grading.submit(LAB, "instructor", root / "notebooks" / LAB / f"{LAB}.ipynb", root)
+    grading.due(LAB, DUE, root)
+    grading.submit(LAB, "instructor", root / "notebooks" / LAB / f"{LAB}.ipynb", root, timestamp="2026-12-01 16:59:00 UTC")
     grading.submit(LAB, "blank", release, root)
     slow = nbformat.read(release, 4)  # right answer, slow code, an answer that will need a person
     for cell in slow.cells:
@@ -74,14 +77,28 @@ def course(tmp_path_factory):
             cell.source = "def fast_sum(xs):\n    return sum(float(x) for x in xs)"
         elif gid == "answer-why":
             cell.source = "It is faster because it is torch."
+        elif "parameters" in cell.metadata.get("tags", []):
+            cell.source = "QUICK = False  # the full run I did on a GPU node"
     nbformat.write(slow, root / "slow.ipynb")
-    grading.submit(LAB, "slow", root / "slow.ipynb", root)
+    grading.submit(LAB, "slow", root / "slow.ipynb", root, timestamp="2026-12-01 19:00:00 UTC")
+    solution = _lab().cells[3].source
+    for student, extra in (("chatty", CHATTY), ("hog", HOG)):
+        nb = nbformat.read(release, 4)
+        nb.cells[3].source = solution + extra
+        nbformat.write(nb, root / f"{student}.ipynb")
+        grading.submit(LAB, student, root / f"{student}.ipynb", root)
     return root
+
+
+CHATTY = "\nimport sys\nsys.stdout.write(('x' * 99 + '\\n') * 500_000)  # 50 MB of output"
+HOG = "\nhog = torch.ones(2**30)  # 4 GiB, past the 2 GiB bound"
+MEMORY_GB = 2
+DUE = "2026-12-01 17:00:00 UTC"
 
 
 @pytest.fixture(scope="module")
 def results(course):
-    return grading.autograde(LAB, course, cell_timeout_s=60)
+    return grading.autograde(LAB, course, cell_timeout_s=60, memory_gb=MEMORY_GB)
 
 
 def test_the_target_is_measured_from_the_student_s_code(results):
@@ -121,7 +138,8 @@ def test_written_answers_wait_for_a_person(course, results):
     after = grading.scores(LAB, course)["slow"]
     assert after.pending == [] and after.score == before + 1.0
     assert after.status == ("graded" if GPU else "unmeasurable")
-    assert grading.stats(LAB, course)["answer-why"]["n"] == 2  # slow (graded by hand) and blank
+    # the class statistics count every answer graded, never the instructor's, still to grade
+    assert grading.stats(LAB, course)["answer-why"]["n"] == len(results) - 1
 
 
 def test_the_rubric_is_in_the_instructor_source_only(course):
@@ -130,3 +148,60 @@ def test_the_rubric_is_in_the_instructor_source_only(course):
     assert r["question"] == QUESTION and r["model_answer"] == MODEL_ANSWER
     release = (course / "release" / LAB / f"{LAB}.ipynb").read_text()
     assert "Graded on: names the measured speed-up" in release and MODEL_ANSWER not in release
+
+
+def test_50_mb_of_output_still_gets_full_marks(course, results):
+    r = results["chatty"]
+    assert r.cells["ex1-sum-tests"] == (1, 1) and r.cells["target-speedup"] == (2, 2), r.reason
+    size = (course / "autograded" / "chatty" / LAB / f"{LAB}.ipynb").stat().st_size
+    assert size < 5e6, f"nbgrader's LimitOutput keeps the graded notebook small: {size / 1e6:.1f} MB"
+
+
+def test_memory_is_bounded_per_hand_in_and_the_rest_is_graded(course, results):
+    if not grading.sandbox_mod.available():
+        pytest.skip("no bubblewrap/prlimit here: hand-ins run unbounded (CI installs bubblewrap)")
+    r = results["hog"]
+    assert r.status in ("graded", "unmeasurable"), (r.status, r.reason)
+    assert r.cells["ex1-sum-tests"] == (1, 1) and r.cells["target-speedup"] == (2, 2)
+    nb = nbformat.read(course / "autograded" / "hog" / LAB / f"{LAB}.ipynb", 4)
+    (err,) = [o for o in nb.cells[3].outputs if o.output_type == "error"]
+    assert "can't allocate memory" in err.evalue, err.evalue
+
+
+def test_similar_reads_the_hand_ins_and_skips_one_line_answers(course, capsys):
+    assert grading.similar(LAB, course, threshold=0.5) == [], "a one-line sum is alike by nature, never a copy"
+    assert grading.main(["similar", LAB, "--root", str(course)]) == 0
+    assert "0 near-identical pair(s) in 00-target" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="lab='nope' has no folder"):
+        grading.similar("nope", course)
+
+
+def test_lateness_comes_from_nbgrader_s_due_date_and_timestamps(course, results):
+    rows = {r["student"]: r for r in csv.DictReader(open(grading.export(LAB, course)))}
+    assert rows["slow"]["late (h)"] == "2.00" and rows["slow"]["submitted at"] == "2026-12-01 19:00:00 UTC"
+    assert rows["instructor"]["late (h)"] == "" and rows["instructor"]["submitted at"] == "2026-12-01 16:59:00 UTC"
+    assert rows["blank"]["submitted at"] == "", "no timestamp: nothing to say about lateness"
+    with pytest.raises(ValueError, match="when='next friday'"):
+        grading.due(LAB, "next friday", course)
+    with pytest.raises(ValueError):
+        grading.submit(LAB, "zoe", course / "slow.ipynb", course, timestamp="soon")
+
+
+def test_collect_from_an_lms_download(course, tmp_path):
+    import zipfile
+    archive = tmp_path / "submissions.zip"
+    with zipfile.ZipFile(archive, "w") as z:  # Canvas's names; a resubmission carries -1
+        z.write(course / "slow.ipynb", f"smithzoe_1001_2001_{LAB}.ipynb")
+        z.write(course / "slow.ipynb", f"leeyan_LATE_1002_2002_{LAB}-1.ipynb")
+        z.write(course / "slow.ipynb", "notes.txt")
+    assert grading.collect(LAB, archive, "canvas", course) == ["leeyan", "smithzoe"]
+    for student in ("leeyan", "smithzoe"):
+        assert (course / "submitted" / student / LAB / f"{LAB}.ipynb").exists()
+    with pytest.raises(ValueError, match="lms must be one of"):
+        grading.collect(LAB, archive, "blackboard", course)
+
+
+def test_grading_runs_quick_mode_whatever_the_hand_in_set(course, results):
+    nb = nbformat.read(course / "autograded" / "slow" / LAB / f"{LAB}.ipynb", 4)
+    assert nb.cells[1].source == "QUICK = True"
+    assert "QUICK=True" in "".join(o.get("text", "") for o in nb.cells[2].outputs)

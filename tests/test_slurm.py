@@ -152,3 +152,34 @@ def test_jupyterlab_on_a_compute_node():
                 break
             time.sleep(1)
         (REPO / f"labkit-lab-{job}.log").unlink(missing_ok=True)
+
+
+def test_grading_as_a_job_array(tmp_path):
+    # README: sbatch --array=0-1 scripts/grade.sbatch LAB; each task grades its share of the hand-ins
+    from labkit import grading
+    from test_grading_targets import LAB, _lab
+    course = tmp_path / "course"
+    (course / "notebooks" / LAB).mkdir(parents=True)
+    shutil.copy(REPO / "nbgrader_config.py", course)
+    nbformat.write(_lab(), course / "notebooks" / LAB / f"{LAB}.ipynb")
+    release = grading.release(LAB, course) / f"{LAB}.ipynb"
+    students = ["ann", "bo", "cy"]
+    for s in students:
+        grading.submit(LAB, s, release, course)
+    job, rc = sbatch(CPU, "--array=0-1", "scripts/grade.sbatch", LAB, "--timeout", "60",
+                     env={"LABKIT_COURSE": str(course)})
+    logs = {k: job_log(REPO, "labkit-grade", f"{job}_{k}") for k in (0, 1)}
+    try:
+        assert rc == 0, logs
+        for k, log in logs.items():
+            assert f"task {k} of 2" in log and f"course {course}" in log, log[-3000:]
+        # the table rows each task printed: task 0 graded ann and cy, task 1 bo; every hand-in once
+        rows = {k: {ln.split()[0] for ln in log.splitlines() if ln.split() and ln.split()[0] in students}
+                for k, log in logs.items()}
+        assert rows == {0: {"ann", "cy"}, 1: {"bo"}}, logs
+        results = grading.scores(LAB, course)
+        assert sorted(results) == students
+        assert all(r.status in grading.SCORED and r.score == 0 for r in results.values()), results
+    finally:
+        for k in (0, 1):
+            (REPO / f"labkit-grade-{job}_{k}.log").unlink(missing_ok=True)

@@ -79,9 +79,14 @@ def benchmark(fn: Callable[[], object], *, device: torch.device | str | None = N
     """Time `fn()` and return a Timing.
 
     fn: a function of no arguments doing the work once (wrap arguments in a lambda).
-    device: where fn's work runs. On CUDA each call is timed with CUDA events (the GPU's own
-        clock, not the time to queue kernels) and the device is synchronised before reading
-        them. device=None means CUDA if this process has used it, else the CPU.
+    device: where fn's work runs.
+        "cuda" / "cuda:N": each call is timed with CUDA events on that GPU (the GPU's own clock,
+            not the time to queue kernels; recorded with that GPU current, whichever GPU is the
+            current one outside), and that GPU is synchronised before the events are read.
+        "cpu": wall-clock time of each call.
+        None: wall-clock time of each call, with the current GPU synchronised before and after
+            it when this process has used CUDA: right for CPU work and GPU work alike (a GPU
+            call then includes its launch overhead). Name the device for the GPU's own timing.
     warmup: untimed calls first (compilation, allocation, caches).
     Runs at least `min_repeats` and at most `max_repeats` times, stopping once the
     timed runs add up to `min_time_s`.
@@ -96,25 +101,38 @@ def benchmark(fn: Callable[[], object], *, device: torch.device | str | None = N
         raise ValueError(f"max_repeats ({max_repeats}) must be >= min_repeats ({min_repeats})")
     if not min_time_s >= 0:
         raise ValueError(f"min_time_s must be >= 0 seconds, got {min_time_s!r}")
+    device = torch.device(device) if device is not None else None
+    if device is not None and device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        with torch.cuda.device(device):  # events are recorded on the current GPU's stream: make it this one
+            return _benchmark_cuda(fn, device, warmup, min_repeats, max_repeats, min_time_s)
 
     for _ in range(warmup):
         fn()
     synchronize(device)
-    cuda = (torch.device(device).type == "cuda") if device is not None else \
-        (torch.cuda.is_available() and torch.cuda.is_initialized())
     times: list[float] = []
     while len(times) < min_repeats or (sum(times) < min_time_s and len(times) < max_repeats):
-        if cuda:  # CUDA events time the GPU's work without a host round trip per call
-            n = min(max(min_repeats, 1), max_repeats - len(times))
-            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
-            for start, end in events:
-                start.record()
-                fn()
-                end.record()
-            synchronize(device)
-            times += [start.elapsed_time(end) * 1e-3 for start, end in events]
-        else:
-            t0 = time.perf_counter()
+        t0 = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return Timing(times, device=str(device or "cpu"))
+
+
+def _benchmark_cuda(fn, device: torch.device, warmup: int, min_repeats: int, max_repeats: int,
+                    min_time_s: float) -> Timing:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize(device)
+    times: list[float] = []
+    while len(times) < min_repeats or (sum(times) < min_time_s and len(times) < max_repeats):
+        n = min(max(min_repeats, 1), max_repeats - len(times))  # a batch of calls per host round trip
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
+        for start, end in events:
+            start.record()
             fn()
-            times.append(time.perf_counter() - t0)
-    return Timing(times, device=str(device or ("cuda" if cuda else "cpu")))
+            end.record()
+        torch.cuda.synchronize(device)
+        times += [start.elapsed_time(end) * 1e-3 for start, end in events]
+    return Timing(times, device=str(device))

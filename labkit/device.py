@@ -12,7 +12,7 @@ def pick_device(prefer: str | torch.device = "auto") -> torch.device:
     """Return the device the labs run on.
 
     prefer: "auto" (CUDA if present, else CPU), "cpu", "cuda" or "cuda:N" (an error if that GPU
-    is absent). The environment variable LABKIT_DEVICE overrides "auto", so a batch job or a
+    is absent; "cuda:N" also becomes the current GPU). The environment variable LABKIT_DEVICE overrides "auto", so a batch job or a
     student can force the CPU without editing a notebook.
     """
     prefer = str(prefer)
@@ -27,9 +27,13 @@ def pick_device(prefer: str | torch.device = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise RuntimeError(f"{source}={prefer!r} but torch sees no CUDA GPU "
                                f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
-        index = int(prefer.split(":")[1]) if ":" in prefer else 0
-        if index >= torch.cuda.device_count():
-            raise RuntimeError(f"{source}={prefer!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+        if ":" in prefer:
+            index = int(prefer.split(":")[1])
+            if index >= torch.cuda.device_count():
+                raise RuntimeError(f"{source}={prefer!r} but only {torch.cuda.device_count()} GPU(s) are visible")
+            # make it the current GPU too: code that says "cuda" (a tensor, a stream, an event, a
+            # synchronize) then means this one, not GPU 0
+            torch.cuda.set_device(index)
     return torch.device(prefer)
 
 

@@ -194,6 +194,7 @@ class NvmlCounterBackend(Backend):
     """The GPU's total-energy counter (mJ since the driver loaded; Volta and newer)."""
 
     def __init__(self, index: int = 0):
+        self.index = index
         self.nvml, self.h = _Nvml.handle(index)
         self.method, self.device = "NVML energy counter", f"GPU {index} {self.nvml.nvmlDeviceGetName(self.h)}"
         self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.h)  # raises on GPUs without the counter
@@ -212,6 +213,7 @@ class NvmlSamplerBackend(Backend):
     """Board power sampled in a background thread every interval_s, integrated over the window."""
 
     def __init__(self, index: int = 0, interval_s: float = 0.005):
+        self.index = index
         self.nvml, self.h = _Nvml.handle(index)
         self.method, self.device = "NVML power samples", f"GPU {index} {self.nvml.nvmlDeviceGetName(self.h)}"
         self.interval_s = interval_s
@@ -341,10 +343,15 @@ class EnergyMeter:
     @contextmanager
     def window(self, name: str = "window", sync=None):
         """Context manager. sync runs before the window opens and before it closes, so queued GPU
-        work lands inside it; it defaults to torch.cuda.synchronize when a GPU backend is in use."""
-        if sync is None and any(isinstance(b, (NvmlCounterBackend, NvmlSamplerBackend)) for b in self.backends):
+        work lands inside it; by default it synchronises every GPU a backend measures (each by
+        its index, not only the current GPU)."""
+        gpus = sorted({b.index for b in self.backends if isinstance(b, (NvmlCounterBackend, NvmlSamplerBackend))})
+        if sync is None and gpus:
             import torch
-            sync = torch.cuda.synchronize if torch.cuda.is_available() else None
+            if torch.cuda.is_available():
+                def sync():
+                    for i in gpus:
+                        torch.cuda.synchronize(i)
         w = Window(name)
         if sync:
             sync()
@@ -366,6 +373,36 @@ class EnergyMeter:
             self.end_window(f"_overhead{i}")
             times.append(time.perf_counter() - t)
         return statistics.median(times)
+
+
+def run_for(seconds: float, fn, device=None, depth: int = 8) -> int:
+    """Call fn() back to back for `seconds` of finished work and return how many calls ran.
+
+    On a GPU a call only queues work, so a plain loop queues far more than `seconds` of it and the
+    window, which waits for the queue, runs much longer than asked. With device on CUDA, the host
+    stays at most `depth` calls ahead of the GPU (it waits on the event recorded `depth` calls
+    back: the GPU never idles, the queue never grows) and the GPU is synchronised at the end.
+    """
+    import collections
+    import torch
+    if not seconds > 0:
+        raise ValueError(f"seconds must be > 0, got {seconds!r}")
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    cuda = device is not None and torch.device(device).type == "cuda"
+    queued, n, t = collections.deque(), 0, time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        fn()
+        n += 1
+        if cuda:
+            ev = torch.cuda.Event()
+            ev.record()
+            queued.append(ev)
+            if len(queued) > depth:
+                queued.popleft().synchronize()
+    if cuda:
+        torch.cuda.synchronize(device)
+    return n
 
 
 def _gpu_count() -> int:

@@ -10,6 +10,7 @@ import datetime as _dt
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -72,15 +73,31 @@ def _matmul_operands(dtype: str, n: int, device: torch.device):
     return a, torch.randn(n, n, device=device, dtype=_DTYPES[dtype])
 
 
+@contextmanager
+def _tf32(on: bool):
+    """fp32 matmuls on TF32 tensor cores (on=True) or in full fp32 for the duration, then as before.
+    Uses torch's fp32_precision setting where it exists (torch >= 2.9): reading the legacy
+    allow_tf32 flag raises once a program has used the new one."""
+    m = torch.backends.cuda.matmul
+    if hasattr(m, "fp32_precision"):
+        old, m.fp32_precision = m.fp32_precision, ("tf32" if on else "ieee")
+        try:
+            yield
+        finally:
+            m.fp32_precision = old
+    else:  # older torch
+        old, m.allow_tf32 = m.allow_tf32, on
+        try:
+            yield
+        finally:
+            m.allow_tf32 = old
+
+
 def _time_matmul(dtype: str, n: int, device: torch.device, **bench_kw) -> float:
     """FLOP/s of one n×n×n matmul in `dtype`, timed by bench.benchmark (fp32 with TF32 off)."""
     a, b = _matmul_operands(dtype, n, device)
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
-    try:
+    with _tf32(dtype == "tf32"):
         t = benchmark(lambda: a @ b, device=device, **bench_kw)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
     return t.rate(2 * n**3)
 
 

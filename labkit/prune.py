@@ -210,8 +210,8 @@ def sparse_dense_sweep(n: int, sparsities, batch: int = 64, min_time_s: float = 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
             csr = w.to_sparse_csr()
-        td = benchmark(lambda: w @ x, min_time_s=min_time_s).median_s
-        ts = benchmark(lambda: csr @ x, min_time_s=min_time_s).median_s
+        td = benchmark(lambda: w @ x, device="cpu", min_time_s=min_time_s).median_s
+        ts = benchmark(lambda: csr @ x, device="cpu", min_time_s=min_time_s).median_s
         out.append({"sparsity": s, "dense_s": td, "csr_s": ts, "speedup": td / ts})
     return out
 

@@ -9,7 +9,6 @@ Writes data/measurements/energy-<gpu>.json; lab 06 plots it for students without
 """
 import re
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -19,13 +18,7 @@ from labkit import energy, record  # noqa: E402
 
 
 def busy(seconds, fn):
-    t = time.perf_counter()
-    n = 0
-    while time.perf_counter() - t < seconds:
-        fn()
-        n += 1
-    torch.cuda.synchronize()
-    return n
+    return energy.run_for(seconds, fn, device="cuda")
 
 
 def main() -> None:

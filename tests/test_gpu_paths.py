@@ -122,3 +122,27 @@ def test_tf32_switch_uses_the_new_api_and_restores_it():
         assert m.fp32_precision == "ieee"
     finally:
         m.fp32_precision = old
+
+
+# --- helpers that must follow their inputs' device -----------------------------------------
+# PyTorch's "meta" device has shapes and dtypes but no data: a helper that makes a tensor on the
+# CPU (torch.eye(n), torch.zeros(...) with no device) and mixes it with its input fails there
+# exactly as it would with a CUDA input.
+
+@pytest.mark.parametrize("method", ["rtn", "gptq", "nf4", "nf4-dq", "fp4"])
+def test_4bit_quantizers_follow_the_weights_device(method):
+    from torch import nn
+
+    from labkit.quant import kbit
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 16)).to("meta")
+    x = torch.randn(5, 64, device="meta")
+    q = kbit.quantize_model_4bit(model, method, calibrate=lambda m: m(x), group=32, blocksize=32)
+    assert q[0].weight.device.type == "meta" and q[2].weight.shape == (16, 32)
+
+
+def test_4bit_codes_and_gptq_pieces_follow_the_device():
+    from labkit.quant import kbit
+    w = torch.randn(8, 64, device="meta")
+    codes, absmax = kbit.quantize_4bit(w)
+    assert kbit.dequantize_4bit(codes, absmax, w.shape).device.type == "meta"
+    assert kbit.gptq_hinv(torch.eye(64, device="meta")).device.type == "meta"

@@ -70,7 +70,7 @@ def pack_ternary(codes: torch.Tensor) -> torch.Tensor:
         raise ValueError("codes must be in {-1, 0, 1}")
     pad = (-c.numel()) % 5
     c = torch.cat([c, c.new_ones(pad)]).view(-1, 5)   # padding with code 0 (stored as 1)
-    powers = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int16)
+    powers = torch.tensor([1, 3, 9, 27, 81], dtype=torch.int16, device=c.device)
     return (c * powers).sum(dim=1).to(torch.uint8)
 
 
@@ -99,7 +99,7 @@ def ternary_index(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     def lists(mask):
         k = int(mask.sum(1).max()) if mask.numel() else 0
         order = torch.sort(mask.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :k]
-        keep = torch.arange(k)[None, :] < mask.sum(1, keepdim=True)
+        keep = torch.arange(k, device=mask.device)[None, :] < mask.sum(1, keepdim=True)
         return torch.where(keep, order, torch.full_like(order, n_in))
     return lists(codes == 1), lists(codes == -1)
 

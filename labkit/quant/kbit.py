@@ -63,7 +63,7 @@ def quantize_4bit(w: torch.Tensor, blocksize: int = 64, quant_type: str = "nf4")
     """(codes uint8 in 0..15, absmax per block fp32): each block of `blocksize` weights (flattened)
     is divided by its absmax and every weight replaced by the index of the nearest codebook value."""
     _check(w)
-    book = _codebook(quant_type)
+    book = _codebook(quant_type).to(w.device)
     b, _ = _blocks(w, blocksize)
     absmax = b.abs().amax(dim=1)
     scaled = b / absmax.clamp(min=1e-12)[:, None]
@@ -73,7 +73,7 @@ def quantize_4bit(w: torch.Tensor, blocksize: int = 64, quant_type: str = "nf4")
 
 def dequantize_4bit(codes: torch.Tensor, absmax: torch.Tensor, shape, quant_type: str = "nf4") -> torch.Tensor:
     """Codebook value × block absmax, back in `shape` (the padding of the last block dropped)."""
-    values = _codebook(quant_type)[codes.long()] * absmax[:, None]
+    values = _codebook(quant_type).to(codes.device)[codes.long()] * absmax[:, None]
     return values.reshape(-1)[:math.prod(shape)].reshape(shape)
 
 
@@ -184,7 +184,7 @@ def gptq_hinv(H: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
     """U, the upper Cholesky factor of (H + damp · mean diag(H) · I)⁻¹. Row i of U, divided by
     U[i, i], is how the rounding error of column i spreads over columns i+1.. once columns < i are
     fixed: the inverse Hessian of the remaining problem, without recomputing an inverse per column."""
-    H = H + damp * torch.diag(H).mean() * torch.eye(H.shape[0])
+    H = H + damp * torch.diag(H).mean() * torch.eye(H.shape[0], device=H.device, dtype=H.dtype)
     return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
 
 
@@ -199,7 +199,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group: 
     Returns the dequantized weight, same shape as w."""
     W = w.detach().float().clone()
     n = W.shape[1]
-    H = hessian.detach().float().clone()
+    H = hessian.detach().float().to(W.device).clone()
     if H.shape != (n, n):
         raise ValueError(f"hessian must be ({n}, {n}) for a weight with {n} input columns, got {tuple(H.shape)}")
     if group % 1 or blocksize % group and group % blocksize:
@@ -207,14 +207,14 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group: 
     dead = torch.diag(H) == 0               # inputs never active: their weights cannot matter
     H[dead, dead] = 1
     W[:, dead] = 0
-    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(n)
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(n, device=W.device)
     W, H = W[:, perm], H[perm][:, perm]
     Hinv = gptq_hinv(H, damp)
     Q = torch.zeros_like(W)
     params = None
     for i1 in range(0, n, blocksize):
         i2 = min(i1 + blocksize, n)
-        W1, Err = W[:, i1:i2].clone(), torch.zeros(W.shape[0], i2 - i1)
+        W1, Err = W[:, i1:i2].clone(), torch.zeros(W.shape[0], i2 - i1, device=W.device)
         Hinv1 = Hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
@@ -262,7 +262,7 @@ def quantize_model_4bit(model, method: str = "gptq", calibrate=None, bits: int =
         elif method == "fp4":
             w.copy_(fake_quant_fp4(w, blocksize))
         else:
-            H = torch.zeros(w.shape[1], w.shape[1])
+            H = torch.zeros(w.shape[1], w.shape[1], device=w.device)
             count = [0]
 
             def on_input(n, x, target=name):

@@ -13,13 +13,14 @@ c.Execute.timeout = 300            # seconds per cell (QUICK mode cells take a f
 c.Execute.interrupt_on_timeout = True
 c.Execute.execute_retries = 0
 
-# Grading runs quick mode whatever the hand-in set: the parameters cell comes from the source.
+# Grading runs quick mode whatever the hand-in set (the parameters cell comes from the source)
+# and skips the demonstrations the source tags "skip-at-grading" (labkit.grading.FastGrading).
 c.Autograde.sanitize_preprocessors = [
     "nbgrader.preprocessors.ClearOutput",
     "nbgrader.preprocessors.DeduplicateIds",
     "nbgrader.preprocessors.OverwriteKernelspec",
     "nbgrader.preprocessors.OverwriteCells",
-    "labkit.grading.QuickAtGrading",
+    "labkit.grading.FastGrading",
     "nbgrader.preprocessors.CheckCellMetadata",
 ]
 

@@ -160,26 +160,38 @@ class HideTestTracebacks(Preprocessor):
         return cell, resources
 
 
-class QuickAtGrading(Preprocessor):
-    """Autograde (nbgrader's sanitizing step, before anything runs): the hand-in's parameters
-    cell (papermill's tag "parameters") is replaced by the instructor source's, so grading always
-    runs quick mode at the lab's own sizes. Grades depend on nothing else, and a hand-in left at
-    QUICK = False after a full run on a GPU node would run for hours on the grading machine.
+class FastGrading(Preprocessor):
+    """Autograde (nbgrader's sanitizing step, before anything runs), so that grading runs no work
+    that no grade depends on, at no size bigger than quick mode:
+    - the hand-in's parameters cell (papermill's tag "parameters") is replaced by the instructor
+      source's: quick mode at the lab's own sizes, whatever the hand-in set (a hand-in left at
+      QUICK = False after a full run on a GPU node would run for hours on the grading machine);
+    - a demonstration cell the instructor source tags "skip-at-grading" (one no test depends on)
+      is replaced by a line saying it was skipped. Only cells whose code is exactly the source's
+      are skipped, and never a graded or solution cell, so a hand-in cannot skip a test by
+      tagging it.
     Runs in nbgrader's process, from the course root (where the sources are)."""
     enabled = Bool(True)
 
     def preprocess(self, nb, resources):
         import nbformat
         g = resources.get("nbgrader", {})
-        source = Path("notebooks") / g.get("assignment", "") / f"{g.get('notebook', '')}.ipynb"
-        given = None
-        if source.is_file():
-            given = next((c.source for c in nbformat.read(source, 4).cells if _is_parameters(c)), None)
+        path = Path("notebooks") / g.get("assignment", "") / f"{g.get('notebook', '')}.ipynb"
+        source = nbformat.read(path, 4) if path.is_file() else nbformat.v4.new_notebook()
+        given = next((c.source for c in source.cells if _is_parameters(c)), None)
+        skip = {c.source for c in source.cells if c.cell_type == "code" and SKIP_TAG in c.metadata.get("tags", [])
+                and not c.metadata.get("nbgrader", {}).get("grade") and not c.metadata.get("nbgrader", {}).get("solution")}
         for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
             if _is_parameters(cell):
                 cell.source = given if given is not None else re.sub(
                     r"(?m)^(\s*)QUICK\s*=.*$", r"\1QUICK = True  # the grader runs quick mode", cell.source)
+            elif cell.cell_type == "code" and cell.source in skip and not meta.get("grade") and not meta.get("solution"):
+                cell.source = 'print("(a demonstration that no grade depends on: not run at grading)")'
         return nb, resources
+
+
+SKIP_TAG = "skip-at-grading"
 
 
 def _is_parameters(cell) -> bool:

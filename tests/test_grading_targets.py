@@ -45,6 +45,7 @@ def _lab() -> nbformat.NotebookNode:
         _cell("code", "def fast_sum(xs):\n    ### BEGIN SOLUTION\n    return float(torch.as_tensor(xs).sum())\n"
                       "    ### END SOLUTION", "ex1-sum", solution=True),
         _cell("code", "assert abs(fast_sum(torch.ones(10)) - 10) < 1e-6, 'ten ones sum to 10'", "ex1-sum-tests", 1),
+        _cell("code", "print('DEMO RAN')  # a long demonstration no test depends on"),
         _cell("markdown", "**Target (2 points):** `fast_sum` at least 5x faster than a Python loop, median of 3."),
         _cell("code", "def speedup(n=200_000):\n    xs = torch.rand(n)\n    t0 = time.perf_counter()\n"
                       "    sum(xs.tolist())\n    loop = time.perf_counter() - t0\n    t0 = time.perf_counter()\n"
@@ -56,6 +57,7 @@ def _lab() -> nbformat.NotebookNode:
         _cell("markdown", MODEL_ANSWER, "answer-why", 2, solution=True),
     ])
     nb.cells[1].metadata["tags"] = ["parameters"]
+    nb.cells[5].metadata["tags"] = ["skip-at-grading"]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
 
@@ -82,6 +84,11 @@ def course(tmp_path_factory):
     nbformat.write(slow, root / "slow.ipynb")
     grading.submit(LAB, "slow", root / "slow.ipynb", root, timestamp="2026-12-01 19:00:00 UTC")
     solution = _lab().cells[3].source
+    tagger = nbformat.read(release, 4)  # a wrong answer, and its test tagged to be skipped
+    tagger.cells[3].source = "def fast_sum(xs):\n    return 0.0"
+    tagger.cells[4].metadata["tags"] = ["skip-at-grading"]
+    nbformat.write(tagger, root / "tagger.ipynb")
+    grading.submit(LAB, "tagger", root / "tagger.ipynb", root)
     for student, extra in (("chatty", CHATTY), ("hog", HOG)):
         nb = nbformat.read(release, 4)
         nb.cells[3].source = solution + extra
@@ -205,3 +212,10 @@ def test_grading_runs_quick_mode_whatever_the_hand_in_set(course, results):
     nb = nbformat.read(course / "autograded" / "slow" / LAB / f"{LAB}.ipynb", 4)
     assert nb.cells[1].source == "QUICK = True"
     assert "QUICK=True" in "".join(o.get("text", "") for o in nb.cells[2].outputs)
+
+
+def test_demonstrations_tagged_in_the_source_are_skipped_and_tests_never_are(course, results):
+    nb = nbformat.read(course / "autograded" / "instructor" / LAB / f"{LAB}.ipynb", 4)
+    out = "".join(o.get("text", "") for o in nb.cells[5].outputs)
+    assert "not run at grading" in out and "DEMO RAN" not in out
+    assert results["tagger"].cells["ex1-sum-tests"] == (0, 1), "a test tagged by the hand-in still runs"

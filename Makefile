@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 ARGS   ?=
 WORKSPACE ?= mywork
 
-.PHONY: install lab lab-instructor validate test test-unit test-notebooks test-grading release autograde export stats bench-peaks slides clean
+.PHONY: install lab lab-instructor validate test test-unit test-notebooks test-grading test-gpu compile-kernels release autograde export stats bench-peaks slides clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(None if (3, 11) <= v <= (3, 13) else \
@@ -70,6 +70,22 @@ test-notebooks: $(STAMP)
 
 test-grading: $(STAMP)
 	$(BIN)/python -m pytest tests/test_grading.py $(PYTEST_ARGS)
+
+# On a GPU node (e.g. srun --gres=gpu:1 make test-gpu): the GPU-marked tests, then the recordings
+# the labs show to students without a GPU (data/measurements/, with provenance), then every lab
+# with QUICK off (executed copies in runs/).
+test-gpu: $(STAMP)
+	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'make test-gpu needs a CUDA GPU: run it on a GPU node (srun --gres=gpu:1 make test-gpu)')"
+	$(BIN)/python -m pytest tests -m gpu $(PYTEST_ARGS)
+	$(BIN)/python scripts/bench_kernels.py
+	$(BIN)/python scripts/record_sparse.py
+	$(BIN)/python scripts/record_energy.py
+	mkdir -p runs
+	for nb in notebooks/*/*.ipynb; do $(BIN)/papermill "$$nb" "runs/$$(basename $$nb .ipynb)-full.ipynb" -p QUICK False --cwd "$$(dirname $$nb)" || exit 1; done
+
+# Every Triton kernel compiled for A100 (sm_80) and H100 (sm_90) here, no GPU needed: registers, spills, shared memory.
+compile-kernels: $(STAMP)
+	$(BIN)/python scripts/compile_kernels.py --targets 75,80,90
 
 # Instructor: student version of a lab into release/$(LAB)/ (solutions and hidden tests stripped).
 release: $(STAMP)

@@ -219,15 +219,39 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sam, sak, sbk, sbn, scm, scn,
     tl.store(c, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
-def _gpu_configs():
-    cfg = [(128, 256, 64, 3, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4),
-           (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 5, 2)]
+# The tiles the GPU autotuner tries, (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps), per element size.
+# Each must fit an A100's shared memory (163 KiB per block) and spill no registers on sm_80 and
+# sm_90: scripts/compile_kernels.py compiles every one for both and checks (tests/test_kernels_compile.py).
+_TILES = {
+    2: [(128, 256, 64, 3, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4),
+        (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 5, 2)],
+    4: [(128, 256, 64, 3, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4),
+        (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 5, 2)],
+}
+
+
+def matmul_configs(dtype) -> list:
+    """The autotuner's configs for `dtype` ("fp32", "fp16", "bf16" or a torch dtype)."""
+    size = {"fp32": 4, "fp16": 2, "bf16": 2}.get(dtype) if isinstance(dtype, str) else torch.tensor([], dtype=dtype).element_size()
+    if size not in _TILES:
+        raise ValueError(f"dtype must be fp32, fp16 or bf16, got {dtype!r}")
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
-            for m, n, k, s, w in cfg]
+            for m, n, k, s, w in _TILES[size]]
+
+
+def _configs_for_dtype(configs, named_args, **kwargs):
+    """Autotune's early prune: only the tiles meant for this call's element size."""
+    keep = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages, c.num_warps)
+            for c in matmul_configs(named_args["a_ptr"].dtype)}
+    return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages,
+                                   c.num_warps) in keep]
 
 
 # On a GPU the tile sizes are tuned once per (M, N, K, dtype); the interpreter uses small fixed tiles.
-_matmul_tuned = None if INTERPRETED else triton.autotune(_gpu_configs(), key=["M", "N", "K"])(_matmul_kernel)
+_matmul_tuned = None if INTERPRETED else triton.autotune(
+    list({(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages, c.num_warps): c
+          for dt in ("fp32", "fp16") for c in matmul_configs(dt)}.values()),
+    key=["M", "N", "K"], prune_configs_by={"early_config_prune": _configs_for_dtype})(_matmul_kernel)
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, block: tuple[int, int, int] | None = None) -> torch.Tensor:

@@ -222,11 +222,13 @@ def _matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sam, sak, sbk, sbn, scm, scn,
 # The tiles the GPU autotuner tries, (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps), per element size.
 # Each must fit an A100's shared memory (163 KiB per block) and spill no registers on sm_80 and
 # sm_90: scripts/compile_kernels.py compiles every one for both and checks (tests/test_kernels_compile.py).
+# fp32 tiles are smaller: each element takes twice the shared memory, and its IEEE product twice
+# the registers (the fp16 set in fp32 needs 192 KiB and spills 1.2-1.7 KiB per thread).
 _TILES = {
-    2: [(128, 256, 64, 3, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4),
-        (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 5, 2)],
-    4: [(128, 256, 64, 3, 8), (256, 128, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4),
-        (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 32, 5, 2)],
+    2: [(128, 256, 64, 3, 8), (256, 128, 32, 3, 8), (128, 128, 64, 4, 4), (128, 128, 32, 4, 4),
+        (128, 64, 32, 4, 8), (64, 128, 32, 4, 4), (64, 64, 32, 5, 2)],
+    4: [(128, 128, 32, 3, 8), (128, 64, 32, 4, 8), (64, 128, 32, 3, 4), (128, 128, 16, 4, 8),
+        (64, 64, 32, 4, 4), (32, 64, 32, 5, 2)],
 }
 
 
@@ -254,11 +256,43 @@ _matmul_tuned = None if INTERPRETED else triton.autotune(
     key=["M", "N", "K"], prune_configs_by={"early_config_prune": _configs_for_dtype})(_matmul_kernel)
 
 
+def tile_shared_bytes(block: tuple[int, int, int], element_size: int, stages: int) -> int:
+    """Shared memory one program of the matmul kernel needs at least: stages − 1 pipeline buffers,
+    each a BLOCK_M×BLOCK_K tile of A and a BLOCK_K×BLOCK_N tile of B. Triton may take more (on
+    Hopper it keeps every stage; the store may stage the output tile), never less: checked against
+    the compiler's own figure for every config on sm_80 and sm_90 (tests/test_kernels_compile.py).
+    A tile whose lower bound is past the GPU's limit cannot launch."""
+    bm, bn, bk = block
+    return (stages - 1) * (bm * bk + bk * bn) * element_size
+
+
+def check_tile(block: tuple[int, int, int], element_size: int, warps: int, stages: int, shared_limit: int) -> None:
+    """Refuse, before launch, a matmul tile this GPU cannot run well: one that needs more shared
+    memory than a block may have (the launch would fail with OutOfResources), or more fp32
+    accumulators per thread than a thread has registers (255: the kernel would spill to memory)."""
+    need = tile_shared_bytes(block, element_size, stages)
+    if need > shared_limit:
+        raise ValueError(f"block={block} needs at least {need / 1024:.0f} KiB of shared memory per program ({stages} stages of "
+                         f"{element_size}-byte tiles), this GPU allows {shared_limit / 1024:.0f} KiB per block: "
+                         "use a smaller BLOCK_K or tile")
+    acc = block[0] * block[1] // (32 * warps)
+    if acc > 255:
+        raise ValueError(f"block={block} keeps {acc} fp32 accumulators per thread ({block[0]}×{block[1]} over "
+                         f"{warps} warps of 32), more than the 255 registers a thread has: use a smaller tile")
+    # measured (scripts/compile_kernels.py, sm_80 and sm_90): past 64 accumulators per thread for
+    # fp32 inputs, or 128 for 16-bit ones, the kernel spills registers to memory
+    if acc > (64 if element_size >= 4 else 128):
+        import warnings
+        warnings.warn(f"block={block} keeps {acc} fp32 accumulators per thread with {element_size}-byte inputs: "
+                      "on A100/H100 this tile spills registers to memory, so expect it to be slow", stacklevel=3)
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor, block: tuple[int, int, int] | None = None) -> torch.Tensor:
     """a @ b for 2-D a (M×K) and b (K×N) of the same dtype; fp32 accumulation, output in a's dtype.
 
-    block=(BLOCK_M, BLOCK_N, BLOCK_K) fixes the tile (tuning exercises); by default the GPU
-    autotunes it and the interpreter uses (32, 32, 32).
+    block=(BLOCK_M, BLOCK_N, BLOCK_K) fixes the tile (tuning exercises), run with 4 warps (8 from
+    128×128 up) and 3 stages; on a GPU a tile that cannot fit is refused before launch (check_tile).
+    By default the GPU autotunes it and the interpreter uses (32, 32, 32).
     """
     _check("a", a, ndim=2), _check("b", b, ndim=2), _same("a", a, "b", b, shape=False)
     if a.shape[1] != b.shape[0]:
@@ -276,8 +310,13 @@ def matmul(a: torch.Tensor, b: torch.Tensor, block: tuple[int, int, int] | None 
         for v in (bm, bn, bk):
             if v < 16 or v & (v - 1):
                 raise ValueError(f"block sizes must be powers of two >= 16, got {block}")
+        warps, stages = (4 if bm * bn < 128 * 128 else 8), 3
+        if not INTERPRETED:
+            p = torch.cuda.get_device_properties(a.device)
+            check_tile((bm, bn, bk), a.element_size(), warps, stages, p.shared_memory_per_block_optin)
         _matmul_kernel[(triton.cdiv(M, bm) * triton.cdiv(N, bn),)](*args, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-                                                                 GROUP_M=8, IEEE=ieee)
+                                                                 GROUP_M=8, IEEE=ieee, num_warps=warps,
+                                                                 num_stages=stages)
     return c
 
 

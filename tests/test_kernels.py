@@ -128,3 +128,23 @@ def test_late_interpreter_switch_is_a_clear_error():
     ok = subprocess.run([sys.executable, "-c", "import labkit, transformers, labkit.kernels"], env=env,
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_tile_the_gpu_cannot_run_is_refused_before_launch_naming_the_limit():
+    a100 = dict(shared_limit=163 * 1024)
+    with pytest.raises(ValueError, match="needs at least 192 KiB of shared memory .* allows 163 KiB"):
+        K.check_tile((128, 256, 64), 4, warps=8, stages=3, **a100)   # fp32: the launch would fail
+    K.check_tile((128, 256, 64), 2, warps=8, stages=3, **a100)       # the same tile in fp16 fits
+    with pytest.raises(ValueError, match="256 fp32 accumulators per thread"):
+        K.check_tile((256, 256, 32), 2, warps=8, stages=3, **a100)
+    with pytest.warns(UserWarning, match="spills registers"):
+        K.check_tile((128, 256, 32), 4, warps=8, stages=3, **a100)
+    assert K.tile_shared_bytes((128, 128, 64), 2, 4) == 96 * 1024  # 3 buffers of A and B tiles, fp16
+
+
+def test_autotune_configs_are_chosen_per_element_size():
+    fp32 = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in K.matmul_configs("fp32")}
+    assert (128, 256, 64) not in fp32 and (128, 256, 64) in {
+        (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in K.matmul_configs(torch.float16)}
+    with pytest.raises(ValueError, match="dtype must be fp32, fp16 or bf16"):
+        K.matmul_configs("int8")

@@ -37,3 +37,15 @@ def test_the_report_covers_every_kernel_dtype_and_autotune_config(report):
             assert any(c.startswith(f"{kernel} {dt}") for c in cases), (kernel, dt)
     assert {r["target"] for r in rep["rows"]} == {"sm_80", "sm_90"}
     assert all(r.get("regs") for r in rep["rows"]), "ptxas's report was read for every compilation"
+
+
+def test_labkit_s_shared_memory_bound_never_exceeds_the_compiler_s(report):
+    # kernels.check_tile refuses a tile before launch when this lower bound is past the limit:
+    # it must never refuse a tile that fits
+    _, rep = report
+    rows = [r for r in rep["rows"] if "shared_estimate" in r and "error" not in r]
+    assert len(rows) > 30
+    for r in rows:
+        assert r["shared_estimate"] <= r["shared_bytes"], r
+    exact = [r for r in rows if r["target"] == "sm_80" and r["shared_estimate"] == r["shared_bytes"]]
+    assert len(exact) >= len(rows) // 2 - 2, "tight on the A100, where the limit bites"

@@ -312,8 +312,8 @@ def matmul(a: torch.Tensor, b: torch.Tensor, block: tuple[int, int, int] | None 
                 raise ValueError(f"block sizes must be powers of two >= 16, got {block}")
         warps, stages = (4 if bm * bn < 128 * 128 else 8), 3
         if not INTERPRETED:
-            p = torch.cuda.get_device_properties(a.device)
-            check_tile((bm, bn, bk), a.element_size(), warps, stages, p.shared_memory_per_block_optin)
+            limit = getattr(torch.cuda.get_device_properties(a.device), "shared_memory_per_block_optin", None)
+            check_tile((bm, bn, bk), a.element_size(), warps, stages, limit or 2**31)  # (ROCm does not report it)
         _matmul_kernel[(triton.cdiv(M, bm) * triton.cdiv(N, bn),)](*args, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
                                                                  GROUP_M=8, IEEE=ieee, num_warps=warps,
                                                                  num_stages=stages)

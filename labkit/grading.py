@@ -347,7 +347,7 @@ def warm_peaks_cache(root=None, timeout_s: float = 120, env=None) -> None:
 def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=None,
               timeout_s: float = 1800, workers: int | None = None, rerun: bool = False,
               sandbox: bool | None = None, memory_gb: float | None = None,
-              shard: tuple[int, int] | None = None) -> dict[str, Result]:
+              shard: tuple[int, int] | None = None, threads: int | None = None) -> dict[str, Result]:
     """Autograde every hand-in of `lab` (or only `students`) and return their results.
 
     cell_timeout_s overrides the per-cell timeout of nbgrader_config.py; timeout_s bounds one
@@ -359,7 +359,8 @@ def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=N
     kernel's memory bound (default: 80 % of this machine's memory shared among the workers); an
     allocation past it fails in its cell, and the rest of the hand-in is graded. shard=(k, n):
     grade only every n-th hand-in from the k-th (students sorted): task k of a SLURM job array of
-    n (scripts/grade.sbatch), so that the n tasks together grade each hand-in once.
+    n (scripts/grade.sbatch), so that the n tasks together grade each hand-in once. threads:
+    each kernel's thread count, when several autograde calls share the machine.
     nbgrader's own exit status decides nothing: each result is read back from the gradebook and
     the autograded folder, and its status saved in grading-status/<lab>/.
     """
@@ -392,7 +393,7 @@ def autograde(lab: str, root=None, cell_timeout_s: int | None = None, students=N
     elif sandbox and not sandbox_mod.available():
         raise RuntimeError("sandbox=True but bubblewrap (bwrap) is missing or cannot create namespaces here")
     memory = int(memory_gb * 2**30) if memory_gb else int(0.8 * sandbox_mod.ram_bytes() / workers)
-    threads = str(max(1, cores // workers))  # workers x threads = cores: no oversubscription
+    threads = str(threads or max(1, cores // workers))  # workers x threads = cores: no oversubscription
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     warm_peaks_cache(root, env=env)
     # always the kit's python3 kernel (sandboxed when sandbox is on), whatever kernel the hand-in names

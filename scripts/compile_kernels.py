@@ -101,13 +101,14 @@ def main(argv=None) -> int:
     ap.add_argument("--targets", default="80,90", help="compute capabilities, comma-separated (default 80,90)")
     ap.add_argument("--only", default=None, help="only cases whose label contains this text")
     ap.add_argument("--json", default=None, help="write the report here")
+    ap.add_argument("--shipped", action="store_true", help="only what the kit launches itself (not the exercise tiles)")
     a = ap.parse_args(argv)
     caps = [int(c) for c in a.targets.split(",")]
     for c in caps:
         if c not in SHARED_LIMIT:
             ap.error(f"--targets: {c} is not one of {sorted(SHARED_LIMIT)}")
     rows, problems = [], []
-    todo = [c for c in cases() if a.only is None or a.only in c[0]]
+    todo = [c for c in cases() if (a.only is None or a.only in c[0]) and not (a.shipped and EXERCISE in c[0])]
     for cap in caps:
         for label, fn, sig, const, aligned, warps, stages in todo:
             row = {"target": f"sm_{cap}", "gpu": NAMES[cap], "case": label}

@@ -71,7 +71,10 @@ def course(tmp_path_factory):
     release = grading.release(LAB, root) / f"{LAB}.ipynb"
     grading.due(LAB, DUE, root)
     grading.submit(LAB, "instructor", root / "notebooks" / LAB / f"{LAB}.ipynb", root, timestamp="2026-12-01 16:59:00 UTC")
-    grading.submit(LAB, "blank", release, root)
+    blank = nbformat.read(release, 4)  # untouched, but for its test tagged to be skipped, which must not count
+    blank.cells[4].metadata["tags"] = ["skip-at-grading"]
+    nbformat.write(blank, root / "blank.ipynb")
+    grading.submit(LAB, "blank", root / "blank.ipynb", root)
     slow = nbformat.read(release, 4)  # right answer, slow code, an answer that will need a person
     for cell in slow.cells:
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
@@ -84,21 +87,15 @@ def course(tmp_path_factory):
     nbformat.write(slow, root / "slow.ipynb")
     grading.submit(LAB, "slow", root / "slow.ipynb", root, timestamp="2026-12-01 19:00:00 UTC")
     solution = _lab().cells[3].source
-    tagger = nbformat.read(release, 4)  # a wrong answer, and its test tagged to be skipped
-    tagger.cells[3].source = "def fast_sum(xs):\n    return 0.0"
-    tagger.cells[4].metadata["tags"] = ["skip-at-grading"]
-    nbformat.write(tagger, root / "tagger.ipynb")
-    grading.submit(LAB, "tagger", root / "tagger.ipynb", root)
-    for student, extra in (("chatty", CHATTY), ("hog", HOG)):
-        nb = nbformat.read(release, 4)
-        nb.cells[3].source = solution + extra
-        nbformat.write(nb, root / f"{student}.ipynb")
-        grading.submit(LAB, student, root / f"{student}.ipynb", root)
+    hog = nbformat.read(release, 4)  # a correct answer that prints 50 MB, then allocates past its bound
+    hog.cells[3].source = solution + CHATTY + HOG
+    nbformat.write(hog, root / "hog.ipynb")
+    grading.submit(LAB, "hog", root / "hog.ipynb", root)
     return root
 
 
 CHATTY = "\nimport sys\nsys.stdout.write(('x' * 99 + '\\n') * 500_000)  # 50 MB of output"
-HOG = "\nhog = torch.ones(2**30)  # 4 GiB, past the 2 GiB bound"
+HOG = "\nhog = torch.ones(2**30)  # then 4 GiB, past the 2 GiB bound"
 MEMORY_GB = 2
 DUE = "2026-12-01 17:00:00 UTC"
 
@@ -158,9 +155,9 @@ def test_the_rubric_is_in_the_instructor_source_only(course):
 
 
 def test_50_mb_of_output_still_gets_full_marks(course, results):
-    r = results["chatty"]
+    r = results["hog"]
     assert r.cells["ex1-sum-tests"] == (1, 1) and r.cells["target-speedup"] == (2, 2), r.reason
-    size = (course / "autograded" / "chatty" / LAB / f"{LAB}.ipynb").stat().st_size
+    size = (course / "autograded" / "hog" / LAB / f"{LAB}.ipynb").stat().st_size
     assert size < 5e6, f"nbgrader's LimitOutput keeps the graded notebook small: {size / 1e6:.1f} MB"
 
 
@@ -218,4 +215,4 @@ def test_demonstrations_tagged_in_the_source_are_skipped_and_tests_never_are(cou
     nb = nbformat.read(course / "autograded" / "instructor" / LAB / f"{LAB}.ipynb", 4)
     out = "".join(o.get("text", "") for o in nb.cells[5].outputs)
     assert "not run at grading" in out and "DEMO RAN" not in out
-    assert results["tagger"].cells["ex1-sum-tests"] == (0, 1), "a test tagged by the hand-in still runs"
+    assert results["blank"].cells["ex1-sum-tests"] == (0, 1), "a test tagged by the hand-in still runs"

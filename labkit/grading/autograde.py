@@ -1,34 +1,14 @@
-"""Grading with nbgrader: release student versions, autograde hand-ins, read the scores.
+"""Autograde hand-ins in parallel, each in a sandbox, and read back a status and a score for each.
 
-The course root (the folder holding nbgrader_config.py) follows nbgrader's layout:
-    notebooks/<lab>/<lab>.ipynb             instructor source (solutions, hidden tests)
-    release/<lab>/                          student version (nbgrader generate_assignment)
-    submitted/<student>/<lab>/<lab>.ipynb   a hand-in
-    autograded/<student>/<lab>/             executed and scored (nbgrader autograde)
-This module drives the `nbgrader` command and reads `gradebook.db`. It adds what nbgrader
-leaves to the reader: each hand-in gets a status (STATUSES), so that a hand-in that could not be
-executed to the end is never read as a score, and one that ran into a timeout is listed for a
-re-run instead of passing for a wrong answer. Hand-ins are graded in parallel, one process each.
-
-Command line:
-    python -m labkit.grading due 01-flops "2026-12-01 17:00:00 UTC"   # lateness is then recorded per hand-in
-    python -m labkit.grading collect 01-flops submissions.zip --lms canvas   # an LMS download -> submitted/
-    python -m labkit.grading autograde 01-flops [--student S ...] [--rerun] [--workers N] [--timeout S] [--memory-gb G]
-    python -m labkit.grading scores 01-flops          # the table again, from the gradebook
-    python -m labkit.grading export 01-flops          # grades-01-flops.csv: per-exercise columns, status
-    python -m labkit.grading stats 01-flops           # per exercise: mean, share at full marks and at 0; a plot
-    python -m labkit.grading feedback 01-flops        # feedback HTML, hidden tests and their tracebacks removed
-    python -m labkit.grading rubric 01-flops          # the written answers to grade by hand: question, model answer
-    python -m labkit.grading similar 01-flops         # near-identical code: between hand-ins, or with labkit's
-    python -m labkit.grading workspace                # a student's own copies of the labs, in mywork/
+nbgrader's own exit status decides nothing here: each result is read from the gradebook and the
+autograded folder, and given a status (STATUSES), so that a hand-in that could not be executed to
+the end is never read as a score, and one that ran into a timeout or needs other hardware is
+listed for a re-run instead of passing for a wrong answer.
 """
-import argparse
 import csv
 import json
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,12 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from nbconvert.preprocessors import Preprocessor
-from traitlets import Bool
+from .. import sandbox as sandbox_mod
+from .course import _check_lab, _root, nbgrader
 
-from . import sandbox as sandbox_mod
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # What each status means, for the instructor. Only the SCORED ones carry a score.
 STATUSES = {
@@ -58,8 +35,14 @@ STATUSES = {
                "of an exercise, a patched module, code the grader cannot read): affected tests score 0; see why",
     "missing": "in the gradebook's roster, but no hand-in of this lab",
 }
+
+
 SCORED = ("graded", "timeout", "unmeasurable", "flagged")         # the statuses that carry a score
+
+
 RERUN = ("timeout", "unmeasurable", "died", "killed", "failed")   # the statuses --rerun grades again
+
+
 STATUS_DIR = "grading-status"                     # <root>/grading-status/<lab>/<student>.json
 
 
@@ -81,53 +64,6 @@ class Result:
     log: str = ""                     # the end of nbgrader's account, for anything not graded
 
 
-def _root(root) -> Path:
-    root = Path(root or REPO_ROOT)
-    if not (root / "nbgrader_config.py").exists():
-        raise FileNotFoundError(f"root={str(root)!r} is not a course root: it has no nbgrader_config.py")
-    return root
-
-
-def _check_lab(root: Path, lab: str) -> None:
-    if not (root / "notebooks" / lab).is_dir():
-        have = sorted(p.name for p in (root / "notebooks").glob("*") if p.is_dir())
-        raise ValueError(f"lab={lab!r} has no folder notebooks/{lab}/; labs here: {have}")
-
-
-def nbgrader(*args: str, root=None, timeout_s: float | None = None, env=None) -> subprocess.CompletedProcess:
-    """Run `nbgrader ARGS...` in the course root with this Python; return the finished process.
-
-    timeout_s bounds the whole command: past it, nbgrader and every process it started (the
-    student's kernel included) are killed, and the return code is -9. This catches what the
-    per-cell timeout cannot, such as code that ignores the interrupt nbgrader sends.
-    env: variables added to this process's environment (e.g. the kernel's thread count).
-    """
-    cmd = [sys.executable, "-m", "nbgrader", *args]
-    # nbgrader calls the `alembic` command by name: put this environment's bin/ first on PATH.
-    env = {**os.environ, **(env or {}),
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    proc = subprocess.Popen(cmd, cwd=_root(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        err += f"\nlabkit.grading: killed after {timeout_s} s (timeout_s)"
-        return subprocess.CompletedProcess(cmd, -9, out, err)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-
-
-def release(lab: str, root=None) -> Path:
-    """Generate the student version of `lab` into release/<lab>/ and return that folder."""
-    root = _root(root)
-    _check_lab(root, lab)
-    p = nbgrader("generate_assignment", lab, "--force", root=root)
-    if p.returncode != 0:
-        raise RuntimeError(f"nbgrader generate_assignment {lab} failed:\n{p.stdout}\n{p.stderr}")
-    return root / "release" / lab
-
-
 def feedback(lab: str, root=None, students=None) -> dict[str, Path]:
     """Feedback HTML for each graded hand-in of `lab` (nbgrader generate_feedback) into
     feedback/<student>/<lab>/, with the hidden tests' code removed and, for the test cells, each
@@ -144,190 +80,6 @@ def feedback(lab: str, root=None, students=None) -> dict[str, Path]:
             raise RuntimeError(f"nbgrader generate_feedback {lab} --student={student} failed:\n{p.stdout}\n{p.stderr}")
         out[student] = html
     return out
-
-
-class HideTestTracebacks(Preprocessor):
-    """Feedback (nbconvert preprocessor): in a test cell's error output keep "Name: message" and
-    drop the traceback, which would quote the hidden test's lines."""
-    enabled = Bool(True)  # nbconvert preprocessors are off unless enabled
-
-    def preprocess_cell(self, cell, resources, index):
-        g = cell.metadata.get("nbgrader", {})
-        if cell.cell_type == "code" and g.get("grade") and not g.get("solution"):
-            for o in cell.get("outputs", []):
-                if o.get("output_type") == "error":
-                    o["traceback"] = [f"{o.get('ename', 'Error')}: {o.get('evalue', '')}"]
-        return cell, resources
-
-
-class FastGrading(Preprocessor):
-    """Autograde (nbgrader's sanitizing step, before anything runs), so that grading runs no work
-    that no grade depends on, at no size bigger than quick mode:
-    - the hand-in's parameters cell (papermill's tag "parameters") is replaced by the instructor
-      source's: quick mode at the lab's own sizes, whatever the hand-in set (a hand-in left at
-      QUICK = False after a full run on a GPU node would run for hours on the grading machine);
-    - a demonstration cell the instructor source tags "skip-at-grading" (one no test depends on)
-      is replaced by a line saying it was skipped. Only cells whose code is exactly the source's
-      are skipped, and never a graded or solution cell, so a hand-in cannot skip a test by
-      tagging it.
-    Runs in nbgrader's process, from the course root (where the sources are)."""
-    enabled = Bool(True)
-
-    def preprocess(self, nb, resources):
-        import nbformat
-        g = resources.get("nbgrader", {})
-        path = Path("notebooks") / g.get("assignment", "") / f"{g.get('notebook', '')}.ipynb"
-        source = nbformat.read(path, 4) if path.is_file() else nbformat.v4.new_notebook()
-        given = next((c.source for c in source.cells if _is_parameters(c)), None)
-        skip = {c.source for c in source.cells if c.cell_type == "code" and SKIP_TAG in c.metadata.get("tags", [])
-                and not c.metadata.get("nbgrader", {}).get("grade") and not c.metadata.get("nbgrader", {}).get("solution")}
-        for cell in nb.cells:
-            meta = cell.metadata.get("nbgrader", {})
-            if _is_parameters(cell):
-                cell.source = given if given is not None else re.sub(
-                    r"(?m)^(\s*)QUICK\s*=.*$", r"\1QUICK = True  # the grader runs quick mode", cell.source)
-            elif cell.cell_type == "code" and cell.source in skip and not meta.get("grade") and not meta.get("solution"):
-                cell.source = 'print("(a demonstration that no grade depends on: not run at grading)")'
-        return nb, resources
-
-
-SKIP_TAG = "skip-at-grading"
-
-
-def _is_parameters(cell) -> bool:
-    return cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", [])
-
-
-def workspace(dest=None, root=None) -> dict[str, str]:
-    """The student's own copy of every lab, in `dest` (default <root>/mywork/): the student
-    version (release/<lab>/, made when missing or older than the source) is copied there once,
-    and a copy already there is never overwritten, edited or not. The copies name the
-    "labkit" kernel (Python (labkit), which `make lab` registers). Returns {lab: what happened}."""
-    import nbformat
-    root = _root(root)
-    dest = Path(dest or root / "mywork")
-    done = {}
-    for src in sorted((root / "notebooks").glob("*/*.ipynb")):
-        lab = src.parent.name
-        mine, rel = dest / lab / src.name, root / "release" / lab / src.name
-        if not rel.exists() or rel.stat().st_mtime < src.stat().st_mtime:
-            release(lab, root)
-        if mine.exists():
-            newer = rel.stat().st_mtime > mine.stat().st_mtime and rel.read_bytes() != mine.read_bytes()
-            done[lab] = "kept yours" + (f" (a newer release is in {rel.parent})" if newer else "")
-            continue
-        shutil.copytree(rel.parent, mine.parent, dirs_exist_ok=True)
-        nb = nbformat.read(mine, 4)
-        nb.metadata["kernelspec"] = {"name": "labkit", "display_name": "Python (labkit)", "language": "python"}
-        nbformat.write(nb, mine)
-        done[lab] = "new"
-    return done
-
-
-def rubric(lab: str, root=None) -> list[dict]:
-    """The written answers of `lab` that a person grades (nbgrader "manually graded answer"
-    cells), as the formgrader's grader needs them: for each, its grade_id, its points, the
-    question (the markdown cell above it, which states what earns the points) and the model
-    answer from the instructor source (which the student version does not contain)."""
-    import nbformat
-    root = _root(root)
-    _check_lab(root, lab)
-    nb = nbformat.read(root / "notebooks" / lab / f"{lab}.ipynb", 4)
-    out = []
-    for i, cell in enumerate(nb.cells):
-        g = cell.metadata.get("nbgrader", {})
-        if g.get("grade") and g.get("solution"):  # graded and written by the student: graded by a person
-            question = next((c.source for c in reversed(nb.cells[:i]) if c.cell_type == "markdown"), "")
-            out.append({"grade_id": g["grade_id"], "points": g["points"], "question": question,
-                        "model_answer": cell.source})
-    return out
-
-
-def similar(lab: str, root=None, threshold: float = 0.8) -> list:
-    """Hand-ins of `lab` whose code for an exercise is near-identical to another's or to
-    labkit's own implementation (labkit.audit.similar): pairs for the instructor to read,
-    most similar first. No score changes."""
-    import nbformat
-    from .audit import similar as find
-    root = _root(root)
-    _check_lab(root, lab)
-    handins = {p.parent.parent.name: nbformat.read(p, 4) for p in sorted((root / "submitted").glob(f"*/{lab}/{lab}.ipynb"))}
-    return find(handins, nbformat.read(root / "notebooks" / lab / f"{lab}.ipynb", 4), threshold)
-
-
-def submit(lab: str, student: str, notebook, root=None, timestamp: str | None = None) -> Path:
-    """Place a hand-in (a notebook file) at submitted/<student>/<lab>/<lab>.ipynb; with
-    `timestamp` (when it was handed in, e.g. "2026-12-01 17:05:00 UTC"), also the timestamp.txt
-    from which nbgrader's autograde computes how late it is against the lab's due date (`due`)."""
-    root = _root(root)
-    _check_lab(root, lab)
-    if not student or not student.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"student must be letters, digits, '-' or '_', got {student!r}")
-    dest = root / "submitted" / student / lab / f"{lab}.ipynb"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(notebook, dest)
-    if timestamp is not None:
-        from nbgrader.utils import parse_utc
-        parse_utc(timestamp)  # refuse what nbgrader could not read later
-        (dest.parent / "timestamp.txt").write_text(timestamp)
-    return dest
-
-
-def due(lab: str, when: str, root=None) -> None:
-    """Set the due date of `lab` in the gradebook (nbgrader's own: `nbgrader db assignment add
-    LAB --duedate=WHEN`, e.g. "2026-12-01 17:00:00 UTC"). Autograde then records, for each hand-in
-    with a timestamp, how late it was; the export shows it. nbgrader's late penalty
-    (LateSubmissionPlugin.penalty_method in nbgrader_config.py) is "none" here: the course decides."""
-    from nbgrader.utils import parse_utc
-    root = _root(root)
-    _check_lab(root, lab)
-    try:
-        parse_utc(when)
-    except Exception as e:
-        raise ValueError(f"when={when!r} is not a date nbgrader reads (e.g. '2026-12-01 17:00:00 UTC'): {e}") from None
-    p = nbgrader("db", "assignment", "add", lab, f"--duedate={when}", root=root)
-    if p.returncode != 0:
-        raise RuntimeError(f"nbgrader db assignment add {lab} --duedate failed:\n{p.stdout}\n{p.stderr}")
-
-
-# How LMS downloads name hand-ins: the student's id and the notebook, for nbgrader's zip_collect.
-LMS = {
-    # Canvas "Download submissions": smithalice_12345_67890_01-flops.ipynb (_LATE_ after the name
-    # when late; a resubmission gets -1, -2 before .ipynb)
-    "canvas": r".*/(?P<student_id>[^/_]+)(?:_LATE)?_\d+_\d+_(?P<file_id>[^/]+?)(?:-\d+)?\.ipynb$",
-    # Moodle "Download all submissions": Alice Smith_123456_assignsubmission_file_/01-flops.ipynb
-    "moodle": r".*/[^/_]+_(?P<student_id>\d+)_assignsubmission_file_/(?P<file_id>[^/]+)\.ipynb$",
-    # a folder per student: alice/01-flops.ipynb
-    "folders": r".*/(?P<student_id>[^/]+)/(?P<file_id>[^/]+)\.ipynb$",
-}
-
-
-def collect(lab: str, archive, lms: str = "canvas", root=None) -> list[str]:
-    """Hand-ins from an LMS download (a .zip, or a folder of them) into submitted/, with
-    nbgrader's zip_collect: the archive is copied to downloaded/<lab>/archive/, extracted, and
-    each notebook whose name matches `lms` (a key of LMS, or your own regular expression with
-    the groups student_id and file_id, optionally timestamp) is placed at
-    submitted/<student_id>/<lab>/. Returns the students collected."""
-    root = _root(root)
-    _check_lab(root, lab)
-    archive = Path(archive)
-    if not archive.exists():
-        raise FileNotFoundError(f"archive={str(archive)!r} does not exist")
-    regexp = LMS.get(lms, lms)
-    if "(?P<student_id>" not in regexp or "(?P<file_id>" not in regexp:
-        raise ValueError(f"lms must be one of {sorted(LMS)} or a regular expression with the groups "
-                         f"student_id and file_id, got {lms!r}")
-    dest = root / "downloaded" / lab / "archive"
-    dest.mkdir(parents=True, exist_ok=True)
-    if archive.is_dir():
-        shutil.copytree(archive, dest, dirs_exist_ok=True)
-    else:
-        shutil.copy(archive, dest)
-    p = nbgrader("zip_collect", lab, "--force", f"--FileNameCollectorPlugin.named_regexp={regexp}", root=root)
-    if p.returncode != 0:
-        raise RuntimeError(f"nbgrader zip_collect {lab} failed:\n{p.stdout}\n{p.stderr}")
-    found = [re.match(regexp, str(f)) for f in (root / "downloaded" / lab / "extracted").rglob("*.ipynb")]
-    return sorted({m["student_id"] for m in found if m and (root / "submitted" / m["student_id"] / lab).is_dir()})
 
 
 def warm_peaks_cache(root=None, timeout_s: float = 120, env=None) -> None:
@@ -448,7 +200,7 @@ def _audit(root: Path, lab: str, r: Result) -> Result:
     starts from the auto scores again."""
     import nbformat
     from nbgrader.api import Gradebook
-    from .audit import audit
+    from ..audit import audit
     source = nbformat.read(root / "notebooks" / lab / f"{lab}.ipynb", 4)
     findings = audit(nbformat.read(root / "autograded" / r.student / lab / f"{lab}.ipynb", 4), source)
     zero = {t for f in findings for t in f.tests}
@@ -595,7 +347,7 @@ def plot_stats(st: dict, lab: str, path=None) -> Path:
     full marks and at zero beside it; saved as class-<lab>.png (or `path`)."""
     import matplotlib.pyplot as plt  # (no backend switch: headless machines pick Agg themselves)
 
-    from .plots import use_style
+    from ..plots import use_style
     use_style()
     ids = [g for g in st if g != "status"]
     x = range(len(ids))
@@ -616,108 +368,3 @@ def plot_stats(st: dict, lab: str, path=None) -> Path:
     plt.close(fig)
     return path
 
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m labkit.grading", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("due", help="set a lab's due date (nbgrader's gradebook)")
-    p.add_argument("lab")
-    p.add_argument("when", help='e.g. "2026-12-01 17:00:00 UTC"')
-    p.add_argument("--root", default=None)
-    p = sub.add_parser("collect", help="hand-ins from an LMS download (zip) into submitted/ (nbgrader zip_collect)")
-    p.add_argument("lab")
-    p.add_argument("archive")
-    p.add_argument("--lms", default="canvas", help=f"{', '.join(LMS)} or a regular expression (default canvas)")
-    p.add_argument("--root", default=None)
-    p = sub.add_parser("workspace", help="copy every lab's student version into your own folder (never overwritten)")
-    p.add_argument("--dest", default=None)
-    p.add_argument("--root", default=None)
-    for name in ("release", "autograde", "scores", "export", "feedback", "stats", "rubric", "similar"):
-        p = sub.add_parser(name)
-        p.add_argument("lab")
-        p.add_argument("--root", default=None)
-        if name == "autograde":
-            p.add_argument("--student", action="append", help="grade only this student (repeatable)")
-            p.add_argument("--rerun", action="store_true", help="grade only the hand-ins to re-run: " + ", ".join(RERUN))
-            p.add_argument("--workers", type=int, default=None, help="hand-ins at once (default: one per core)")
-            p.add_argument("--timeout", type=int, default=None, help="seconds per cell (nbgrader_config.py: 300)")
-            p.add_argument("--shard", default=None, metavar="K/N",
-                           help="grade every N-th hand-in from the K-th (a SLURM array task: scripts/grade.sbatch)")
-            p.add_argument("--memory-gb", type=float, default=None,
-                           help="memory per hand-in (default: 80%% of this machine's, shared among the workers)")
-        if name == "similar":
-            p.add_argument("--threshold", type=float, default=0.8, help="share of fingerprints in common (default 0.8)")
-        if name == "export":
-            p.add_argument("--out", default=None, help="CSV path (default: grades-LAB.csv in the course root)")
-    a = ap.parse_args(argv)
-    if a.cmd == "workspace":
-        for lab, what in workspace(a.dest, a.root).items():
-            print(f"{lab}: {what}")
-        return 0
-    if a.cmd == "due":
-        due(a.lab, a.when, a.root)
-        print(f"{a.lab} is due {a.when}")
-        return 0
-    if a.cmd == "collect":
-        got = collect(a.lab, a.archive, a.lms, a.root)
-        print(f"collected {len(got)} hand-in(s) of {a.lab}: {', '.join(got)}")
-        return 0 if got else 1
-    if a.cmd == "release":
-        print(release(a.lab, a.root))
-        return 0
-    if a.cmd == "export":
-        print(export(a.lab, a.root, a.out))
-        return 0
-    if a.cmd == "stats":
-        from tabulate import tabulate
-        st = stats(a.lab, a.root)
-        print(tabulate([[g, f"{v['mean']:.2f} / {v['points']:g}", f"{v['full']:.0%}", f"{v['zero']:.0%}", v["n"]]
-                        for g, v in st.items() if g != "status"],
-                       headers=["exercise", "mean", "full marks", "zero", "hand-ins"]))
-        print("statuses:", st["status"], "| plot:", plot_stats(st, a.lab, _root(a.root) / f"class-{a.lab}.png"))
-        return 0
-    if a.cmd == "similar":
-        matches = similar(a.lab, a.root, a.threshold)
-        for m in matches:
-            print(m)
-        print(f"{len(matches)} near-identical pair(s) in {a.lab} at >= {a.threshold:.0%}: read them before deciding anything")
-        return 0
-    if a.cmd == "rubric":
-        answers = rubric(a.lab, a.root)
-        for r in answers:
-            print(f"== {r['grade_id']} ({r['points']:g} points)\n-- question:\n{r['question']}\n"
-                  f"-- model answer:\n{r['model_answer']}\n")
-        print(f"{len(answers)} written answer(s) in {a.lab} to grade by hand in the formgrader (make lab-instructor)")
-        return 0
-    if a.cmd == "feedback":
-        for student, html in feedback(a.lab, a.root).items():
-            print(f"{student}: {html}")
-        return 0
-    if a.cmd == "autograde":
-        shard = None
-        if a.shard:
-            try:
-                shard = tuple(int(x) for x in a.shard.split("/"))
-            except ValueError:
-                ap.error(f"--shard must be K/N (two integers), got {a.shard!r}")
-        results = autograde(a.lab, a.root, a.timeout, a.student, workers=a.workers, rerun=a.rerun,
-                            memory_gb=a.memory_gb, shard=shard)
-        if shard and not results:
-            return 0  # a task with nothing to grade is not a failure
-    else:
-        results = scores(a.lab, a.root)
-    from tabulate import tabulate
-    print(tabulate([[r.student, r.status, r.score, r.max_score, " ".join(r.pending), r.reason] for r in results.values()],
-                   headers=["student", "status", "score", "max", "to grade by hand", "why"]))
-    again = [r.student for r in results.values() if r.status in RERUN]
-    if again:
-        print(f"\n{len(again)} hand-in(s) to look at and re-run: {', '.join(again)}\n"
-              f"  python -m labkit.grading autograde {a.lab} --rerun --timeout 600")
-    if not results:
-        print(f"no hand-ins of {a.lab} were graded")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

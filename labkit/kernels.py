@@ -234,25 +234,26 @@ _TILES = {
 
 def matmul_configs(dtype) -> list:
     """The autotuner's configs for `dtype` ("fp32", "fp16", "bf16" or a torch dtype)."""
-    size = {"fp32": 4, "fp16": 2, "bf16": 2}.get(dtype) if isinstance(dtype, str) else torch.tensor([], dtype=dtype).element_size()
+    size = {"fp32": 4, "fp16": 2, "bf16": 2}.get(dtype) if isinstance(dtype, str) else dtype.itemsize
     if size not in _TILES:
         raise ValueError(f"dtype must be fp32, fp16 or bf16, got {dtype!r}")
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
             for m, n, k, s, w in _TILES[size]]
 
 
+def _tile(c) -> tuple:
+    return c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages, c.num_warps
+
+
 def _configs_for_dtype(configs, named_args, **kwargs):
     """Autotune's early prune: only the tiles meant for this call's element size."""
-    keep = {(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages, c.num_warps)
-            for c in matmul_configs(named_args["a_ptr"].dtype)}
-    return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages,
-                                   c.num_warps) in keep]
+    keep = {_tile(c) for c in matmul_configs(named_args["a_ptr"].dtype)}
+    return [c for c in configs if _tile(c) in keep]
 
 
 # On a GPU the tile sizes are tuned once per (M, N, K, dtype); the interpreter uses small fixed tiles.
 _matmul_tuned = None if INTERPRETED else triton.autotune(
-    list({(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_stages, c.num_warps): c
-          for dt in ("fp32", "fp16") for c in matmul_configs(dt)}.values()),
+    list({_tile(c): c for dt in ("fp32", "fp16") for c in matmul_configs(dt)}.values()),
     key=["M", "N", "K"], prune_configs_by={"early_config_prune": _configs_for_dtype})(_matmul_kernel)
 
 

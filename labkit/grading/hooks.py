@@ -43,19 +43,23 @@ class FastGrading(Preprocessor):
         path = Path("notebooks") / g.get("assignment", "") / f"{g.get('notebook', '')}.ipynb"
         source = nbformat.read(path, 4) if path.is_file() else nbformat.v4.new_notebook()
         given = next((c.source for c in source.cells if _is_parameters(c)), None)
-        skip = {c.source for c in source.cells if c.cell_type == "code" and SKIP_TAG in c.metadata.get("tags", [])
-                and not c.metadata.get("nbgrader", {}).get("grade") and not c.metadata.get("nbgrader", {}).get("solution")}
+        skip = {c.source for c in source.cells if _given(c) and SKIP_TAG in c.metadata.get("tags", [])}
         for cell in nb.cells:
-            meta = cell.metadata.get("nbgrader", {})
             if _is_parameters(cell):
                 cell.source = given if given is not None else re.sub(
                     r"(?m)^(\s*)QUICK\s*=.*$", r"\1QUICK = True  # the grader runs quick mode", cell.source)
-            elif cell.cell_type == "code" and cell.source in skip and not meta.get("grade") and not meta.get("solution"):
+            elif _given(cell) and cell.source in skip:
                 cell.source = 'print("(a demonstration that no grade depends on: not run at grading)")'
         return nb, resources
 
 
 SKIP_TAG = "skip-at-grading"
+
+
+def _given(cell) -> bool:
+    """A code cell that is neither graded nor the student's to write."""
+    g = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and not g.get("grade") and not g.get("solution")
 
 
 def _is_parameters(cell) -> bool:

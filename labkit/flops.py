@@ -5,8 +5,11 @@ a multiply-add is 2 FLOP; bias adds, softmax, normalisation and activations coun
 model formulas; a backward pass costs twice its forward (gradient w.r.t. the input and
 w.r.t. the weight, each a matmul of the same size).
 """
+import contextlib
 import math
 import operator
+import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -191,9 +194,11 @@ class OpPoint:
         return self.nbytes / self.seconds
 
 
-def matmul_sweep(device, sizes, dtypes=("fp32",), min_time_s: float = 0.1) -> list[dict]:
+def matmul_sweep(device, sizes, dtypes=("fp32",), min_time_s: float = 0.1, timer=None) -> list[dict]:
     """Time square n×n×n matmuls for each size and dtype; return rows with the achieved rate.
 
+    timer: how to time one matmul, a function of a no-argument callable returning its median
+    seconds (a student's harness); None uses labkit.bench.benchmark with `min_time_s`.
     Small matmuls cannot fill the machine (launch overhead, too little parallel work, data
     not reused enough): the sweep shows how large a matmul must be to approach the peak.
     Rows: {"n", "dtype", "flops", "seconds", "flop_rate"}.
@@ -211,9 +216,12 @@ def matmul_sweep(device, sizes, dtypes=("fp32",), min_time_s: float = 0.1) -> li
         for n in tqdm(sizes, desc=f"matmul sweep {dtype}", leave=False):
             a = torch.randn(n, n, device=device, dtype=names[dtype])
             b = torch.randn(n, n, device=device, dtype=names[dtype])
-            t = benchmark(lambda: a @ b, device=device, min_time_s=min_time_s)
+            seconds = (float(timer(lambda: a @ b)) if timer else
+                       benchmark(lambda: a @ b, device=device, min_time_s=min_time_s).median_s)
+            if not seconds > 0:
+                raise ValueError(f"timer must return a time > 0 seconds, got {seconds!r} for n={n} {dtype}")
             f = matmul_flops(n, n, n)
-            rows.append({"n": n, "dtype": dtype, "flops": f, "seconds": t.median_s, "flop_rate": f / t.median_s})
+            rows.append({"n": n, "dtype": dtype, "flops": f, "seconds": seconds, "flop_rate": f / seconds})
     return rows
 
 
@@ -314,16 +322,31 @@ def op_class(name: str) -> str:
     return "other"
 
 
-def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True,
-                        iters: int = 3) -> list[dict]:
-    """Profile layer(x) (and its backward) and split FLOP and runtime by operator class.
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what C++ code writes to file descriptor 2 (the profiler's "USDT: profiler_start"
+    lines, printed red in a notebook); Python's own errors still reach sys.stderr afterwards."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
+
+def profile_ops(layer: nn.Module, x: torch.Tensor, backward: bool = True, iters: int = 3) -> list[dict]:
+    """Profile layer(x) (and its backward) op by op, one row per aten op, per iteration:
+    {"op", "class", "flop", "self_s", "total_s", "calls"}.
+
+    self_s is the time inside the op itself; total_s also holds the ops it called (aten::linear's
+    total holds its aten::addmm), so totals of nested ops overlap and only self times add up.
+    Time is CPU time on a CPU, kernel time on a GPU (the kernels each aten op launched).
     FLOP of tensor contractions come from FlopCounterMode (exact); FLOP of normalisation and
     element-wise ops are estimated per element (see NORMALIZATION / ELEMENTWISE costs), since
-    the counter gives them 0. Runtime is each op's self time (CPU time on a CPU, kernel time
-    on a GPU: the kernels each aten op launched) summed over `iters` profiled iterations. "other" collects copies, reshapes,
-    reductions and allocation: data movement with no arithmetic.
-    Returns one dict per class: {"class", "flops", "seconds", "flop_pct", "runtime_pct"}.
+    the counter gives them 0. Rows are sorted by self time, largest first.
     """
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
@@ -342,29 +365,58 @@ def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True
     for _ in range(2):  # warm-up: allocator, caches, lazy init
         step()
     cuda = x.device.type == "cuda"
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities, record_shapes=True) as prof:
-        for _ in range(iters):
-            step()
-        if cuda:
-            torch.cuda.synchronize(x.device)
-    contraction_flops, _ = count_flops(step)
-    flops = dict.fromkeys(CLASSES, 0.0)
-    flops["tensor contraction"] = float(contraction_flops)
-    seconds = dict.fromkeys(CLASSES, 0.0)
+    prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []), record_shapes=True)
+    with _quiet_native_stderr():
+        prof.start()
+    for _ in range(iters):
+        step()
+    if cuda:
+        torch.cuda.synchronize(x.device)
+    with _quiet_native_stderr():
+        prof.stop()
+    _, counted = count_flops(step)
+    counted = {"aten::" + str(op).split(".")[1]: n for op, n in counted.items()}  # aten.mm -> aten::mm
+    rows: dict[str, dict] = {}
     for evt in prof.key_averages(group_by_input_shape=True):
         if evt.device_type != DeviceType.CPU:
             continue  # a GPU kernel's own row: its time is already in the aten op that launched it
-        us = evt.self_device_time_total if cuda else evt.self_cpu_time_total
-        cls = op_class(evt.key)
-        seconds[cls] += us * 1e-6
+        row = rows.setdefault(evt.key, {"op": evt.key, "class": op_class(evt.key), "flop": 0.0,
+                                        "self_s": 0.0, "total_s": 0.0, "calls": 0})
+        row["self_s"] += (evt.self_device_time_total if cuda else evt.self_cpu_time_total) * 1e-6 / iters
+        row["total_s"] += (evt.device_time_total if cuda else evt.cpu_time_total) * 1e-6 / iters
+        row["calls"] += evt.count // iters
         cost = NORMALIZATION.get(evt.key) or ELEMENTWISE.get(evt.key)
         if cost and evt.input_shapes and evt.input_shapes[0]:
-            flops[cls] += cost * math.prod(evt.input_shapes[0]) * evt.count / iters
-    total_f, total_s = sum(flops.values()), sum(seconds.values())
-    if total_s == 0:
+            row["flop"] += cost * math.prod(evt.input_shapes[0]) * evt.count / iters
+    for op, n in counted.items():
+        rows.setdefault(op, {"op": op, "class": op_class(op), "flop": 0.0, "self_s": 0.0, "total_s": 0.0,
+                             "calls": 0})["flop"] = float(n)
+    if not any(r["self_s"] for r in rows.values()):
         raise RuntimeError("the profiler recorded no operator time (on a GPU: is CUPTI available to "
                            "this process? another profiler, e.g. DCGM, may hold it)")
-    return [{"class": c, "flops": flops[c], "seconds": seconds[c] / iters,
-             "flop_pct": 100 * flops[c] / total_f, "runtime_pct": 100 * seconds[c] / total_s}
-            for c in CLASSES]
+    return sorted(rows.values(), key=lambda r: -r["self_s"])
+
+
+def class_shares(rows: list[dict]) -> dict[str, dict]:
+    """Ivanov et al.'s table from profile_ops rows: for each class, its FLOP and self time, and
+    their shares of the total in percent: {class: {"flop", "seconds", "flop_pct", "runtime_pct"}}.
+    Self times, never totals: a nested op's time is in its parent's total too."""
+    flop, seconds = dict.fromkeys(CLASSES, 0.0), dict.fromkeys(CLASSES, 0.0)
+    for r in rows:
+        cls = op_class(r["op"])
+        flop[cls] += r["flop"]
+        seconds[cls] += r["self_s"]
+    total_f, total_s = sum(flop.values()), sum(seconds.values())
+    if total_f <= 0 or total_s <= 0:
+        raise ValueError(f"rows must hold some FLOP and some time, got {total_f} FLOP in {total_s} s")
+    return {c: {"flop": flop[c], "seconds": seconds[c], "flop_pct": 100 * flop[c] / total_f,
+                "runtime_pct": 100 * seconds[c] / total_s} for c in CLASSES}
+
+
+def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True,
+                        iters: int = 3) -> list[dict]:
+    """profile_ops then class_shares, as rows: {"class", "flops", "seconds", "flop_pct", "runtime_pct"}
+    ("other" collects copies, reshapes, reductions and allocation: data movement with no arithmetic)."""
+    shares = class_shares(profile_ops(layer, x, backward, iters))
+    return [{"class": c, "flops": v["flop"], "seconds": v["seconds"], "flop_pct": v["flop_pct"],
+             "runtime_pct": v["runtime_pct"]} for c, v in shares.items()]

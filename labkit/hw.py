@@ -230,7 +230,7 @@ def _measure(device: torch.device, progress: bool) -> dict:
         "machine": describe_machine(device),
         "device": device_name(device),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "matmul_flops": flops,
+        "matmul_flop_per_s": flops,
         "matmul_n": sizes,
         "copy_bytes_per_s": copy,
         "steady": steady,
@@ -242,7 +242,7 @@ def _measure(device: torch.device, progress: bool) -> dict:
 def measured_peaks(device=None, refresh: bool = False, progress: bool = True) -> dict:
     """Measured peaks of `device`: from the cache, checked, or measured now (a few seconds).
 
-    Returns {"machine", "device", "date", "matmul_flops": {dtype: FLOP/s}, "matmul_n": {dtype: n},
+    Returns {"machine", "device", "date", "matmul_flop_per_s": {dtype: FLOP/s}, "matmul_n": {dtype: n},
     "copy_bytes_per_s", "steady", "notes": {what: why}, "measure_s"}.
     A cached entry is trusted only after a quick fp32 re-check (a fraction of a second): if
     this machine is now clearly faster than the cache says, the cached peaks were measured
@@ -253,9 +253,9 @@ def measured_peaks(device=None, refresh: bool = False, progress: bool = True) ->
     device = torch.device(device) if device is not None else pick_device()
     key, path = machine_key(device), cache_path()
     cached = _read_cache(path).get(key)
-    if cached and not refresh and "matmul_n" in cached:
+    if cached and not refresh and "matmul_flop_per_s" in cached:  # older caches named it "matmul_flops": re-measured
         now = _time_matmul("fp32", cached["matmul_n"]["fp32"], device, warmup=1, min_repeats=3, min_time_s=0.1)
-        was = cached["matmul_flops"]["fp32"]
+        was = cached["matmul_flop_per_s"]["fp32"]
         if now <= UNSTEADY * was:
             peaks = dict(cached, notes=dict(cached["notes"]))
             if now * UNSTEADY < was:
@@ -284,7 +284,7 @@ def describe_peaks(peaks: dict) -> str:
     sheet = datasheet(peaks["device"])
     sizes = peaks.get("matmul_n", {})
     lines = []
-    for dt, v in peaks["matmul_flops"].items():
+    for dt, v in peaks["matmul_flop_per_s"].items():
         at = f" at n={sizes[dt]}" if dt in sizes else ""
         ref = f"  (datasheet {format_rate(sheet[dt])})" if sheet and dt in sheet else ""
         lines.append(f"  matmul {dt:>4}: {format_rate(v)}{at}{ref}")

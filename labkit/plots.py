@@ -48,5 +48,5 @@ def roofline(peak_flops: float, peak_bytes_per_s: float, points=(), ax=None, tit
     ax.set_xlabel("arithmetic intensity [FLOP/byte]")
     ax.set_ylabel("performance [FLOP/s]")
     ax.set_title(title or "Roofline")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # outside: never over a point
     return ax

@@ -59,7 +59,8 @@ def test_patching_what_tests_rely_on_scores_zero_for_every_later_test(src, code,
     nb = hand_in(src, ex2_attention="def attention_flops(*a, **k):\n    return 0\n" + code)
     fs = [f for f in audit.audit(nb, src) if f.kind == "patch"]
     assert fs and what in fs[0].detail, [str(f) for f in fs]
-    assert fs[0].tests == ["ex2-attention-tests", "ex3-gpt-tests", "ex4-intensity-tests", "ex5-roofline-tests"]
+    assert fs[0].tests == ["ex2-attention-tests", "ex3-gpt-tests", "ex4-timer-tests", "target-mfu", "ex5-intensity-tests",
+                          "ex6-roofline-tests", "ex7-shares-tests"]
 
 
 def test_dynamic_names_are_flagged_and_plain_code_is_not(src):
@@ -89,8 +90,8 @@ def test_own_work_follows_the_student_s_helpers_but_not_other_cells(src):
                  ex1_days="def days_to_train(*a):\n    return helper(*a)")
     assert set(found(nb, src)) == {("labkit", "ex2-attention", ("ex1-days-tests",))}
     # labkit's function used in a cell of its own (trying it out, timing it): no finding
-    nb = hand_in(src, ex5_roofline=src.cells[[c.metadata.get("nbgrader", {}).get("grade_id") for c in src.cells]
-                                              .index("ex5-roofline")].source
+    nb = hand_in(src, ex6_roofline=src.cells[[c.metadata.get("nbgrader", {}).get("grade_id") for c in src.cells]
+                                              .index("ex6-roofline")].source
                  + "\nprint(flops.training_days(1e24, 8, 1e15, 0.4))")
     assert found(nb, src) == []
 

@@ -140,7 +140,7 @@ def test_measured_peaks_are_cached_per_machine(tmp_path, monkeypatch):
     hw.measured_peaks("cpu", refresh=True)
     assert len(calls) > 2 * n
     (tmp_path / "peaks.json").write_text("{not json")
-    assert hw.measured_peaks("cpu")["matmul_flops"]["fp32"] == 100e9  # corrupt cache: re-measured
+    assert hw.measured_peaks("cpu")["matmul_flop_per_s"]["fp32"] == 100e9  # corrupt cache: re-measured
 
 
 def test_peaks_measure_slow_dtypes_small_and_say_so(monkeypatch, tmp_path):
@@ -159,19 +159,19 @@ def test_peaks_measured_under_load_are_not_kept(monkeypatch, tmp_path):
     # busy while measuring: the two fp32 timings disagree -> the higher is kept, with a note
     _fake_machine(monkeypatch, fp32=60e9, recheck=[170e9])
     p = hw.measured_peaks("cpu", progress=False)
-    assert not p["steady"] and p["matmul_flops"]["fp32"] == 170e9 and "not steady" in p["notes"]["steady"]
+    assert not p["steady"] and p["matmul_flop_per_s"]["fp32"] == 170e9 and "not steady" in p["notes"]["steady"]
     # a cached peak lower than today's re-check was measured under load: measured again
     _fake_machine(monkeypatch, fp32=175e9, recheck=[175e9, 175e9, 175e9])
     cache = json.loads((tmp_path / "peaks.json").read_text())
     key = device.machine_key("cpu")
-    cache[key]["matmul_flops"]["fp32"] = 60e9
+    cache[key]["matmul_flop_per_s"]["fp32"] = 60e9
     (tmp_path / "peaks.json").write_text(json.dumps(cache))
-    assert hw.measured_peaks("cpu", progress=False)["matmul_flops"]["fp32"] == 175e9
-    assert json.loads((tmp_path / "peaks.json").read_text())[key]["matmul_flops"]["fp32"] == 175e9
+    assert hw.measured_peaks("cpu", progress=False)["matmul_flop_per_s"]["fp32"] == 175e9
+    assert json.loads((tmp_path / "peaks.json").read_text())[key]["matmul_flop_per_s"]["fp32"] == 175e9
     # busy now: the cached peaks stay, with a note
     _fake_machine(monkeypatch, recheck=[50e9])
     p = hw.measured_peaks("cpu", progress=False)
-    assert p["matmul_flops"]["fp32"] == 175e9 and "busy now" in p["notes"]["busy"]
+    assert p["matmul_flop_per_s"]["fp32"] == 175e9 and "busy now" in p["notes"]["busy"]
 
 
 def test_sized_matmul_grows_to_the_budget_on_a_real_cpu():
@@ -187,7 +187,7 @@ def test_setup_prints_machine_and_peaks(capsys):
     out = capsys.readouterr().out
     assert lab.device.type == "cpu" and lab.seed == 7 and not lab.is_gpu
     assert "CPU" in out and "FLOP/s" in out and "B/s" in out
-    assert lab.peaks["matmul_flops"]["fp32"] > 0
+    assert lab.peaks["matmul_flop_per_s"]["fp32"] > 0
 
 
 @pytest.mark.gpu
@@ -196,7 +196,7 @@ def test_gpu_peaks_are_below_datasheet():
     sheet = hw.datasheet(peaks["device"])
     if sheet is None:
         pytest.skip(f"no datasheet for {peaks['device']}")
-    assert 0.5 * sheet["fp16"] < peaks["matmul_flops"]["fp16"] < 1.05 * sheet["fp16"]
+    assert 0.5 * sheet["fp16"] < peaks["matmul_flop_per_s"]["fp16"] < 1.05 * sheet["fp16"]
     assert 0.5 * sheet["mem_bytes_per_s"] < peaks["copy_bytes_per_s"] < 1.05 * sheet["mem_bytes_per_s"]
 
 

@@ -115,6 +115,39 @@ def test_data_movement_table_splits_flop_and_time():
         F.EncoderLayer(65, 4)
 
 
+def test_profile_ops_self_times_add_up_and_totals_nest(capfd):
+    torch.manual_seed(0)
+    layer = F.EncoderLayer(64, 4, 256)
+    ops = {r["op"]: r for r in F.profile_ops(layer, torch.randn(2, 32, 64), iters=2)}
+    # linear calls addmm: its total holds addmm's self time, its own self time does not
+    assert ops["aten::linear"]["total_s"] >= ops["aten::addmm"]["self_s"] > ops["aten::linear"]["self_s"]
+    assert ops["aten::addmm"]["calls"] == 4 and ops["aten::addmm"]["class"] == "tensor contraction"
+    assert all(r["total_s"] >= r["self_s"] * 0.999 for r in ops.values())
+    # the counter's FLOP land on the ops that did them: 4 linears forward, their gradients as mm
+    assert ops["aten::addmm"]["flop"] == 2 * 64 * (64 * 3 * 64 + 64 * 64 + 2 * 64 * 256)
+    assert ops["aten::linear"]["flop"] == 0
+    shares = F.class_shares(list(ops.values()))
+    assert abs(sum(v["runtime_pct"] for v in shares.values()) - 100) < 1e-9
+    table = {r["class"]: r for r in F.data_movement_table(layer, torch.randn(2, 32, 64), iters=1)}
+    assert table["tensor contraction"]["flops"] == shares["tensor contraction"]["flop"]  # the same counts
+    assert "USDT" not in capfd.readouterr().err  # the profiler's native start/stop lines are silenced
+    with pytest.raises(ValueError, match="FLOP and some time"):
+        F.class_shares([{"op": "aten::mm", "flop": 0, "self_s": 0}])
+
+
+def test_matmul_sweep_times_with_the_timer_it_is_given():
+    calls = []
+
+    def timer(fn):
+        calls.append(fn())
+        return 0.5
+    rows = F.matmul_sweep("cpu", [8, 16], "fp32", timer=timer)
+    assert len(calls) == 2 and calls[1].shape == (16, 16)
+    assert [r["seconds"] for r in rows] == [0.5, 0.5] and rows[1]["flop_rate"] == 2 * 16**3 / 0.5
+    with pytest.raises(ValueError, match="timer must return a time > 0"):
+        F.matmul_sweep("cpu", [8], timer=lambda fn: 0.0)
+
+
 def test_matmul_sweep_rows_and_validation():
     rows = F.matmul_sweep("cpu", [32, 64], "fp32", min_time_s=0.0)
     assert [(r["n"], r["dtype"]) for r in rows] == [(32, "fp32"), (64, "fp32")]

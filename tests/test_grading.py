@@ -19,6 +19,7 @@ import pytest
 from labkit import grading, sandbox
 
 LAB = "01-flops"
+MAX, AUTO, ANSWER = 21, 18, "answer-mfu"  # lab 01: 18 points autograded (exercises and the target), 3 for a written answer
 REPO = Path(__file__).resolve().parent.parent
 LABS = sorted(p.name for p in (REPO / "notebooks").iterdir() if (p / f"{p.name}.ipynb").exists())
 pytestmark = pytest.mark.integration
@@ -102,13 +103,19 @@ def test_student_version_has_no_solutions_and_no_hidden_tests(course, lab):
     given = {line.strip() for c in src.cells if not c.metadata.get("nbgrader", {}).get("solution")
              for line in c.source.splitlines()}  # lines the students are given anyway
     for gid, cell in _cells(src, "solution").items():
+        if cell.cell_type == "markdown":  # a written answer: the model answer stays in the instructor source
+            assert cell.source.strip() not in text and "YOUR ANSWER HERE" in _cells(student, "solution")[gid].source
+            continue
         body = cell.source.split("### BEGIN SOLUTION")[1].split("### END SOLUTION")[0]
         for line in {ln.strip() for ln in body.splitlines() if ln.strip()} - given:
             assert line not in student_lines, f"solution line of {gid} leaked: {line!r}"
         assert "raise NotImplementedError()" in _cells(student, "solution")[gid].source
     for gid, cell in _cells(src, "grade").items():
-        hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
-        assert hidden.strip() not in text, f"hidden tests of {gid} leaked"
+        if cell.metadata["nbgrader"].get("solution"):
+            continue  # a written answer (checked above)
+        if "### BEGIN HIDDEN TESTS" in cell.source:  # a measured target has none: it measures again
+            hidden = cell.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0]
+            assert hidden.strip() not in text, f"hidden tests of {gid} leaked"
         visible = cell.source.split("### BEGIN HIDDEN TESTS")[0].strip()
         assert _cells(student, "grade")[gid].source.strip() == visible  # visible asserts stay
     points = sum(c.metadata["nbgrader"]["points"] for c in _cells(student, "grade").values())
@@ -124,36 +131,36 @@ def errors(course, student, lab=LAB) -> list[str]:
 
 def test_instructor_source_gets_full_marks(results, course):
     r = results["instructor"]
-    assert r.status == "graded" and r.score == r.max_score == 10
+    assert r.status == "graded" and r.score == AUTO and r.max_score == MAX and r.pending == [ANSWER]
     assert errors(course, "instructor") == []  # every cell ran: this run is the notebook's test too
 
 
 def test_peaks_were_measured_before_the_hand_ins_ran(results, course, fresh_cache):
     # the grader measured them (one entry, steady or not); every hand-in only read them
     peaks = json.loads((fresh_cache / "peaks.json").read_text())
-    assert len(peaks) == 1 and next(iter(peaks.values()))["matmul_flops"]["fp32"] > 0
+    assert len(peaks) == 1 and next(iter(peaks.values()))["matmul_flop_per_s"]["fp32"] > 0
     graded = (course / "autograded" / "instructor" / LAB / f"{LAB}.ipynb").read_text()
     assert "measured peaks" in graded and "first time only" not in graded
 
 
 def test_blank_release_gets_zero_and_grading_finishes(results):
     r = results["blank"]
-    assert r.status == "graded" and r.score == 0 and r.max_score == 10
-    assert len(r.cells) == 5 and all(score == 0 for score, _ in r.cells.values())
+    assert r.status == "graded" and r.score == 0 and r.max_score == MAX
+    assert len(r.cells) == 9 and all(not score for score, _ in r.cells.values())
 
 
 def test_infinite_loop_is_cut_and_other_exercises_still_graded(results):
     r = results["loops"]
     assert r.status == "timeout" and r.timeouts == ["ex2-attention"] and "re-run" in grading.STATUSES["timeout"]
     assert r.cells["ex2-attention-tests"] == (0, 2)
-    others = {gid: s for gid, s in r.cells.items() if gid != "ex2-attention-tests"}
-    assert others and all(score == mx == 2 for score, mx in others.values())
-    assert r.score == 8
+    others = {gid: s for gid, s in r.cells.items() if gid not in ("ex2-attention-tests", ANSWER)}
+    assert others and all(score == mx for score, mx in others.values())
+    assert r.score == AUTO - 2
 
 
 def test_calling_labkit_s_implementation_earns_zero_for_that_exercise(results):
     r = results["borrows"]
-    assert r.status == "flagged" and r.cells["ex1-days-tests"] == (0, 2) and r.score == 8
+    assert r.status == "flagged" and r.cells["ex1-days-tests"] == (0, 2) and r.score == AUTO - 2
     assert "labkit.flops.training_days" in r.reason
 
 
@@ -168,7 +175,7 @@ def test_hand_in_cannot_read_other_work_or_write_outside_its_folder(results, cou
             pytest.fail("CI must grade in the sandbox: install bubblewrap")
         pytest.skip("bubblewrap (bwrap) is not available here")
     r = results["snoops"]
-    assert r.status == "graded" and r.score == 10
+    assert r.status == "graded" and r.score == AUTO
     graded = nbformat.read(course / "autograded" / "snoops" / LAB / f"{LAB}.ipynb", 4)
     printed = "".join(o.get("text", "") for c in graded.cells for o in c.get("outputs", []))
     line = printed.split("SNOOP ")[1].splitlines()[0]
@@ -208,17 +215,17 @@ def test_cli_lists_hand_ins_to_re_run_and_export_tells_statuses_apart(results, c
         gb.update_or_create_student("absent")  # on the roster, handed nothing in
     path = grading.export(LAB, course)
     rows = {r["student"]: r for r in csv.DictReader(open(path))}
-    assert rows["instructor"]["status"] == "graded" and float(rows["instructor"]["score (10)"]) == 10
-    assert rows["blank"]["status"] == "graded" and float(rows["blank"]["score (10)"]) == 0
+    assert rows["instructor"]["status"] == "graded" and float(rows["instructor"]["score (21)"]) == AUTO
+    assert rows["blank"]["status"] == "graded" and float(rows["blank"]["score (21)"]) == 0
     assert rows["loops"]["status"] == "timeout" and float(rows["loops"]["ex2-attention-tests (2)"]) == 0
     assert float(rows["loops"]["ex1-days-tests (2)"]) == 2
-    assert rows["dies"]["status"] == "died" and rows["dies"]["score (10)"] == ""  # never a silent 0
-    assert rows["absent"]["status"] == "missing" and rows["absent"]["score (10)"] == ""
+    assert rows["dies"]["status"] == "died" and rows["dies"]["score (21)"] == ""  # never a silent 0
+    assert rows["absent"]["status"] == "missing" and rows["absent"]["score (21)"] == ""
 
 
 def test_class_statistics_per_exercise_and_plot(results, course, capsys):
     st = grading.stats(LAB, course)
-    # scored: instructor 10, blank 0, loops 8 (ex2 0), borrows 8 (ex1 0), patches 0, snoops 10
+    # scored: instructor 18, blank 0, loops 16 (ex2 0), borrows 16 (ex1 0), patches 0, snoops 18
     ex1, ex2 = st["ex1-days-tests"], st["ex2-attention-tests"]
     assert ex1["n"] == 6 and ex1["points"] == 2 and ex1["counts"] == {0.0: 3, 2.0: 3}
     assert ex2["counts"] == {0.0: 3, 2.0: 3} and ex2["full"] == 0.5 and abs(ex2["mean"] - 1.0) < 1e-9
@@ -271,7 +278,7 @@ def test_feedback_shows_no_hidden_test_code_nor_its_traceback(results, course):
     import html
     import re
     src = nbformat.read(course / "notebooks" / LAB / f"{LAB}.ipynb", 4)
-    hidden = {ln.strip() for c in _cells(src, "grade").values()
+    hidden = {ln.strip() for c in _cells(src, "grade").values() if "### BEGIN HIDDEN TESTS" in c.source
               for ln in c.source.split("### BEGIN HIDDEN TESTS")[1].split("### END HIDDEN TESTS")[0].splitlines()
               if len(ln.strip()) > 12}  # distinctive lines, not "import random"
     shown = {ln.strip() for c in src.cells for part in re.split(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS",

@@ -7,7 +7,8 @@ while the instructor's solution passes the same asserts in the same namespace. H
 not run here: nbval runs them on the instructor source, and test_grading on hand-ins.
 
 The namespace is the lab's own: its parameters and set-up cells (the code cells before its first
-exercise) run once per lab, then each case runs a solution cell and the visible part of a test cell.
+exercise) run once per lab; each case then runs the instructor's solutions of the exercises before
+(later exercises build on earlier ones), the solution under test and the visible part of its test cell.
 """
 import nbformat
 import pytest
@@ -70,6 +71,63 @@ WRONG = {
             "        f[flops.op_class(r['op'])] += r['flop']\n        s[flops.op_class(r['op'])] += r['total_s']\n"
             "    return {c: (100 * f[c] / sum(f.values()), 100 * s[c] / sum(s.values())) for c in flops.CLASSES}"],
     },
+    "03-int8": {
+        "ex1-absmax": [
+            # no clamp: a value past a static scale's range wraps around in int8
+            "def absmax_quantize(x, scale=None):\n"
+            "    scale = x.abs().max().item() / 127 if scale is None else scale\n"
+            "    return torch.round(x / scale).to(torch.int8), scale\n"
+            "def absmax_dequantize(q, scale):\n    return q.float() * scale",
+            # dequantize divides
+            "def absmax_quantize(x, scale=None):\n"
+            "    scale = x.abs().max().item() / 127 if scale is None else scale\n"
+            "    return torch.round(x / scale).clamp(-127, 127).to(torch.int8), scale\n"
+            "def absmax_dequantize(q, scale):\n    return q.float() / scale"],
+        "ex2-channel": [  # per column (input channel) instead of per row
+            "def per_channel_scales(w):\n    return w.abs().amax(dim=0, keepdim=True).t() / 127"],
+        "ex3-zeropoint": [  # the range [min, max] without 0: values in [1, 1.5] get a negative zero point
+            "def zeropoint_quantize(x):\n"
+            "    lo, hi = x.min().item(), x.max().item()\n"
+            "    scale = (hi - lo) / 255\n    zero = int(round(-lo / scale))\n"
+            "    return (torch.round(x / scale) + zero).clamp(0, 255).to(torch.uint8), scale, zero\n"
+            "def zeropoint_dequantize(q, scale, zero):\n    return (q.float() - zero) * scale"],
+        "ex4-int8-linear": [
+            # one scale for the whole activation tensor
+            "def int8_linear(x, w, bias=None):\n"
+            "    sx = x.abs().max() / 127\n    sw = w.abs().amax(1, keepdim=True) / 127\n"
+            "    acc = torch.round(x / sx).to(torch.int32) @ torch.round(w / sw).to(torch.int32).t()\n"
+            "    y = acc.float() * sx * sw.t()\n    return y if bias is None else y + bias",
+            # accumulated in int8: overflows
+            "def int8_linear(x, w, bias=None):\n"
+            "    sx = x.abs().amax(1, keepdim=True) / 127\n    sw = w.abs().amax(1, keepdim=True) / 127\n"
+            "    qx, qw = torch.round(x / sx).to(torch.int8), torch.round(w / sw).to(torch.int8)\n"
+            "    acc = (qx[:, None, :] * qw[None, :, :]).sum(-1, dtype=torch.int8)\n"
+            "    y = acc.float() * sx * sw.t()\n    return y if bias is None else y + bias",
+            # rescaled by the weight's scale only
+            "def int8_linear(x, w, bias=None):\n"
+            "    sx = x.abs().amax(1, keepdim=True) / 127\n    sw = w.abs().amax(1, keepdim=True) / 127\n"
+            "    acc = torch.round(x / sx).to(torch.int32) @ torch.round(w / sw).to(torch.int32).t()\n"
+            "    y = acc.float() * sw.t()\n    return y if bias is None else y + bias"],
+        "ex5-outliers": [  # |x| > threshold instead of >=, and the sign forgotten
+            "def find_outliers(x, threshold=6.0):\n"
+            "    return torch.nonzero((x.reshape(-1, x.shape[-1]) > threshold).any(0)).flatten()"],
+        "ex6-smooth": [  # alpha hard-coded to 0.5
+            "def smooth_scale(act_absmax, w_absmax, alpha=0.5):\n    return act_absmax.sqrt() / w_absmax.sqrt()"],
+        "ex7-fold": [
+            # the LayerNorm's bias forgotten
+            "@torch.no_grad()\ndef fold_smoothing(ln, linear, s):\n"
+            "    ln.weight.div_(s)\n    linear_weight(linear).mul_(s)",
+            # the weight's rows (output channels) scaled instead of its input columns
+            "@torch.no_grad()\ndef fold_smoothing(ln, linear, s):\n"
+            "    ln.weight.div_(s)\n    ln.bias.div_(s)\n    linear.weight.mul_(s[:linear.weight.shape[0], None])"],
+        "ex8-llm-int8": [
+            # the outlier columns added in float but left in the int8 part too: counted twice
+            "def llm_int8_linear(x, w, bias=None, threshold=6.0):\n"
+            "    cols = find_outliers(x, threshold)\n"
+            "    return int8_linear(x, w, bias) + x[:, cols] @ w[:, cols].t()",
+            # plain int8: the outliers ignored
+            "def llm_int8_linear(x, w, bias=None, threshold=6.0):\n    return int8_linear(x, w, bias)"],
+    },
 }
 
 
@@ -101,6 +159,9 @@ class Lab:
 
     def run(self, solution_source: str, grade_id: str):
         ns = dict(self.namespace)
+        for cell in self.nb.cells[:self.nb.cells.index(self.solution(grade_id))]:  # exercises it builds on
+            if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
+                exec(compile(cell.source, f"{_grade_id(cell)} (instructor)", "exec"), ns)
         exec(compile(solution_source, f"{grade_id} solution", "exec"), ns)
         exec(compile(_visible(self.test_after(grade_id)), f"{grade_id} visible tests", "exec"), ns)
 

@@ -189,3 +189,18 @@ def test_smoothed_linear_is_exact_in_float_and_helps_with_outliers():
         naive = Q.W8A8Linear(lin, "channel", "tensor")
         ref = lin(x)
         assert Q.relative_error(ref, sm(x)) < Q.relative_error(ref, naive(x)) / 2
+
+
+def test_smoothquant_schemes_quantize_activations_per_tensor_or_per_token(tiny):
+    model, tok = tiny
+    ids = tok(data.load_corpus("heldout")[:2000], return_tensors="pt")["input_ids"][:, :64]
+    calib = lambda m: m(ids)  # noqa: E731
+    for act in ("tensor", "token"):
+        q = Q.apply_scheme(model, f"SmoothQuant W8A8 act per-{act}", calib)
+        layers = [m for m in q.modules() if isinstance(m, Q.W8A8Linear)]
+        assert layers and {m.act for m in layers} == {act}
+        # smoothing folded into the LayerNorms: the quantized model stays close to the float one
+        with torch.no_grad():
+            assert Q.relative_error(model(ids).logits, q(ids).logits) < 0.05
+    with pytest.raises(ValueError, match="needs calibrate"):
+        Q.apply_scheme(model, "SmoothQuant W8A8 act per-token")

@@ -324,7 +324,7 @@ def calibrate_static(model: nn.Module, run, method: str = "minmax", percentile: 
 
 SCHEMES = ("fp32", "W8 per-tensor", "W8 per-channel", "W8A8 act per-tensor", "W8A8 act per-token",
            "W8A8 act static (min-max)", "W8A8 act static (99.99th pct)", "SmoothQuant W8A8 act per-tensor",
-           "LLM.int8 (threshold 6)")
+           "SmoothQuant W8A8 act per-token", "LLM.int8 (threshold 6)")
 
 
 def apply_scheme(model: nn.Module, scheme: str, calibrate=None, alpha: float = 0.5) -> nn.Module:
@@ -333,7 +333,7 @@ def apply_scheme(model: nn.Module, scheme: str, calibrate=None, alpha: float = 0
     W8A8 schemes quantize weights per output channel; they differ in the activations. Static
     and SmoothQuant schemes need calibrate(model): a function running calibration inputs.
     SmoothQuant smooths the layers a LayerNorm feeds (folded into ln_1 / ln_2 on GPT-2; with
-    SmoothedLinear on post-LN BERT) and quantizes activations per tensor everywhere.
+    SmoothedLinear on post-LN BERT) and quantizes activations per tensor (or per token) everywhere.
     The LM head of a GPT stays in float (it is tied to the embeddings).
     """
     import copy
@@ -350,14 +350,15 @@ def apply_scheme(model: nn.Module, scheme: str, calibrate=None, alpha: float = 0
     if calibrate is None and ("static" in scheme or "Smooth" in scheme):
         raise ValueError(f"scheme {scheme!r} needs calibrate=, a function that runs calibration inputs")
     if scheme.startswith("SmoothQuant"):
+        act = scheme.split()[-1].replace("per-", "")
         stats = activation_absmax(model, calibrate)
         if type(model).__name__.startswith("GPT2"):   # pre-LN: fold into ln_1 / ln_2, free at run time
             smooth_gpt2(model, stats, alpha)
-            return replace_linears(model, lambda n, m: W8A8Linear(m, "channel", "tensor"))
+            return replace_linears(model, lambda n, m: W8A8Linear(m, "channel", act))
         # as in the paper, smooth the layers a LayerNorm feeds (Q, K, V and the MLP's first layer)
         ln_fed = lambda n: ".attention.self." in n or n.endswith("intermediate.dense")  # noqa: E731
-        return replace_linears(model, lambda n, m: SmoothedLinear(m, stats[n], alpha, "tensor") if ln_fed(n)
-                               else W8A8Linear(m, "channel", "tensor"))
+        return replace_linears(model, lambda n, m: SmoothedLinear(m, stats[n], alpha, act) if ln_fed(n)
+                               else W8A8Linear(m, "channel", act))
     if "static" in scheme:
         method = "minmax" if "min-max" in scheme else "percentile"
         scales = calibrate_static(model, calibrate, method)

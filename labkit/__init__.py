@@ -11,7 +11,8 @@ import torch
 # Without a CUDA GPU, Triton kernels can only run in Triton's interpreter, and Triton reads that
 # switch when it is first imported (its own library functions are defined then). Anything may
 # import Triton later (torch, bitsandbytes, labkit.kernels), so the switch is set here, first.
-if not torch.cuda.is_available():
+# LABKIT_DEVICE=cpu (run a lab on the CPU on a GPU machine) puts the kernels on the CPU too.
+if not torch.cuda.is_available() or os.environ.get("LABKIT_DEVICE", "auto").startswith("cpu"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from . import bench, device, hw, plots, record, seed

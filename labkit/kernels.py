@@ -4,6 +4,7 @@
     softmax(x)          row-wise softmax over the last dim, numerically stable, any row length
     bias_gelu(x, bias)  gelu(x + bias) fused: one trip through memory instead of two
     matmul(a, b)        tiled matrix product, fp32 accumulation, grouped tile order
+    count_traffic()     the bytes the kernels load and store, counted (interpreter only)
 
 Where it runs. With a CUDA GPU, Triton compiles each kernel for it. Without one, this module
 switches on Triton's interpreter (TRITON_INTERPRET=1) *before* any kernel is defined, so the
@@ -12,16 +13,28 @@ hardware. INTERPRETED tells which mode is on. Import this module before defining
 your own in a notebook, and they get the same mode. In the interpreter, use fp32 or fp16
 (bf16 tl.dot gives wrong results there).
 """
+import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available()
+# No GPU, or LABKIT_DEVICE=cpu (labkit's device switch): the interpreter, on CPU tensors.
+INTERPRETED = (os.environ.get("TRITON_INTERPRET") == "1" or not torch.cuda.is_available()
+               or os.environ.get("LABKIT_DEVICE", "auto").startswith("cpu"))
 if INTERPRETED:
     os.environ["TRITON_INTERPRET"] = "1"  # labkit/__init__.py sets it first; read by @triton.jit
 
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
+try:
+    import triton  # noqa: E402
+    import triton.language as tl  # noqa: E402
+except ImportError as e:  # Triton ships wheels for Linux only
+    import platform
+    raise ImportError(
+        f"labkit.kernels (lab 02) needs Triton, which is not installed here ({platform.system()} {platform.machine()}; "
+        f"{e}). Triton publishes wheels for Linux (x86_64 and aarch64) only: on macOS or Windows run lab 02 on a "
+        "Linux machine, in WSL2 (Windows) or in a Linux container, or on the course's cluster. Every other lab "
+        "works without Triton.") from e
 
 if INTERPRETED:
     from triton.runtime.interpreter import InterpretedFunction
@@ -55,6 +68,50 @@ def _same(a_name, a, b_name, b, shape=True) -> None:
         raise ValueError(f"{a_name} and {b_name} must have the same dtype, got {a.dtype} and {b.dtype}")
     if shape and a.shape != b.shape:
         raise ValueError(f"{a_name} and {b_name} must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+@dataclass
+class Traffic:
+    """The bytes kernels asked memory for while counting: every element of every tl.load and
+    tl.store that its mask let through, times its size. No cache is modelled: it is the traffic
+    a kernel would cause if nothing it loaded were found on chip (what Triton's tiles decide)."""
+    read: int = 0
+    written: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.read + self.written
+
+
+@contextlib.contextmanager
+def count_traffic():
+    """Count the bytes every kernel launched inside the block loads and stores (a Traffic).
+
+    Counted by Triton's interpreter, so only where the kernels are interpreted (no GPU, or
+    LABKIT_DEVICE=cpu); on a GPU, Nsight Compute measures the DRAM traffic instead
+    (ncu --metrics dram__bytes_read.sum,dram__bytes_write.sum python script.py)."""
+    if not INTERPRETED:
+        raise RuntimeError("count_traffic counts in Triton's interpreter, which is off on this GPU; measure DRAM "
+                           "traffic with Nsight Compute (ncu --metrics dram__bytes_read.sum,dram__bytes_write.sum)")
+    import numpy as np
+    from triton.runtime.interpreter import InterpreterBuilder
+    traffic = Traffic()
+    load, store = InterpreterBuilder.create_masked_load, InterpreterBuilder.create_masked_store
+
+    def counted_load(self, ptrs, mask, other, *args):
+        out = load(self, ptrs, mask, other, *args)
+        traffic.read += int(np.count_nonzero(mask.data)) * out.data.dtype.itemsize
+        return out
+
+    def counted_store(self, ptrs, value, mask, *args):
+        traffic.written += int(np.count_nonzero(mask.data)) * value.data.dtype.itemsize
+        return store(self, ptrs, value, mask, *args)
+
+    InterpreterBuilder.create_masked_load, InterpreterBuilder.create_masked_store = counted_load, counted_store
+    try:
+        yield traffic
+    finally:
+        InterpreterBuilder.create_masked_load, InterpreterBuilder.create_masked_store = load, store
 
 
 # ---------------------------------------------------------------- vector add
@@ -173,6 +230,36 @@ def bias_gelu(x: torch.Tensor, bias: torch.Tensor, block: int = 1024) -> torch.T
     x = x.contiguous()
     out = torch.empty_like(x)
     _bias_gelu_kernel[(triton.cdiv(x.numel(), block),)](x, bias.contiguous(), out, x.numel(), x.shape[-1], BLOCK=block)
+    return out
+
+
+@triton.jit
+def _bias_add_kernel(x_ptr, b_ptr, out_ptr, n, n_cols, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    z = tl.load(x_ptr + offs, mask=mask) + tl.load(b_ptr + offs % n_cols, mask=mask)
+    tl.store(out_ptr + offs, z, mask=mask)
+
+
+@triton.jit
+def _gelu_kernel(z_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    z = tl.load(z_ptr + offs, mask=mask).to(tl.float32)
+    tl.store(out_ptr + offs, (0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def bias_gelu_unfused(x: torch.Tensor, bias: torch.Tensor, block: int = 1024) -> torch.Tensor:
+    """gelu(x + bias) as eager PyTorch runs it, in two Triton kernels: x + bias goes to memory
+    and is read back. The fused kernel's yardstick (count_traffic shows the difference)."""
+    _check("x", x), _check("bias", bias, ndim=1), _same("x", x, "bias", bias, shape=False)
+    if bias.shape[0] != x.shape[-1]:
+        raise ValueError(f"bias must have shape ({x.shape[-1]},) to match x's last dim, got {tuple(bias.shape)}")
+    x = x.contiguous()
+    z, out = torch.empty_like(x), torch.empty_like(x)
+    grid = (triton.cdiv(x.numel(), block),)
+    _bias_add_kernel[grid](x, bias.contiguous(), z, x.numel(), x.shape[-1], BLOCK=block)
+    _gelu_kernel[grid](z, out, x.numel(), BLOCK=block)
     return out
 
 

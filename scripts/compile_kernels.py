@@ -4,7 +4,7 @@ Students run these kernels compiled on a cluster's A100s and H100s; CI has no GP
 Triton's interpreter, which checks what they compute but not whether they compile for a GPU,
 fit its shared memory, or spill registers. This script compiles each kernel of labkit.kernels
 (with the argument types, tile sizes, warps and stages the kit launches it with: every autotune
-config, every dtype) ahead of time for each target, with the ptxas that ships in Triton's wheel,
+config, every dtype), and the kernels of lab 02's instructor solutions, ahead of time for each target, with the ptxas that ships in Triton's wheel,
 and reads ptxas's report: registers per thread, bytes spilled, shared memory.
 
     python scripts/compile_kernels.py                  # sm_80 (A100) and sm_90 (H100); a table
@@ -56,6 +56,11 @@ def cases():
         yield (f"bias_gelu {dt} BLOCK=1024", K._bias_gelu_kernel,
                {"x_ptr": p, "b_ptr": p, "out_ptr": p, "n": "i32", "n_cols": "i32"},
                {"BLOCK": 1024}, ["x_ptr", "b_ptr", "out_ptr", "n", "n_cols"], 4, 3)
+        yield (f"bias_add (unfused) {dt} BLOCK=1024", K._bias_add_kernel,
+               {"x_ptr": p, "b_ptr": p, "out_ptr": p, "n": "i32", "n_cols": "i32"},
+               {"BLOCK": 1024}, ["x_ptr", "b_ptr", "out_ptr", "n", "n_cols"], 4, 3)
+        yield (f"gelu (unfused) {dt} BLOCK=1024", K._gelu_kernel, {"z_ptr": p, "out_ptr": p, "n": "i32"},
+               {"BLOCK": 1024}, ["z_ptr", "out_ptr", "n"], 4, 3)
         for block in (1024, 4096, K.MAX_SINGLE_BLOCK):  # softmax(): 4 warps up to 2048, else 8
             yield (f"softmax row {dt} BLOCK={block}", K._softmax_row_kernel,
                    {"x_ptr": p, "y_ptr": p, "n_cols": "i32", "sx": "i32", "sy": "i32"}, {"BLOCK": block},
@@ -76,6 +81,35 @@ def cases():
             what = "fixed tile" if bm == 32 else EXERCISE
             yield (f"matmul {dt} block=({bm}, {bn}, {bk}) ({what})", K._matmul_kernel, mm,
                    {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8, **unit}, aligned, warps, 3)
+
+
+def lab_cases(lab: str = "02-kernels"):
+    """The kernels of a lab's instructor solutions (cells with @triton.jit), as students launch them:
+    what a student's correct kernel must compile to on the cluster's GPUs."""
+    import nbformat
+    import triton.language as tl
+    nb = nbformat.read(Path(__file__).resolve().parent.parent / "notebooks" / lab / f"{lab}.ipynb", 4)
+    ns = {"triton": triton, "tl": tl, "torch": torch, "kernels": K}
+    import linecache
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "@triton.jit" in cell.source and cell.metadata.get("nbgrader", {}).get("solution"):
+            name = f"<{lab} {cell.metadata['nbgrader']['grade_id']}>"
+            # @triton.jit reads its function's source, as IPython makes it readable for a notebook's cells
+            linecache.cache[name] = (len(cell.source), None, cell.source.splitlines(True), name)
+            exec(compile(cell.source, name, "exec"), ns)
+    for dt in DTYPES:
+        p = f"*{dt}"
+        rows = {"x_ptr": p, "y_ptr": p, "n_cols": "i32", "x_row_stride": "i32", "y_row_stride": "i32"}
+        yield (f"lab {lab[:2]} add_kernel {dt} BLOCK=256", ns["add_kernel"],
+               {"x_ptr": p, "y_ptr": p, "out_ptr": p, "n": "i32"}, {"BLOCK": 256}, ["x_ptr", "y_ptr", "out_ptr"], 4, 3)
+        for block in (1024, 8192):
+            yield (f"lab {lab[:2]} softmax_kernel {dt} BLOCK={block}", ns["softmax_kernel"], rows, {"BLOCK": block},
+                   ["x_ptr", "y_ptr", "n_cols", "x_row_stride", "y_row_stride"], 4, 3)
+        yield (f"lab {lab[:2]} online_softmax_kernel {dt} BLOCK=256", ns["online_softmax_kernel"], rows, {"BLOCK": 256},
+               ["x_ptr", "y_ptr", "x_row_stride", "y_row_stride"], 4, 3)
+        yield (f"lab {lab[:2]} bias_gelu_kernel {dt} BLOCK=1024", ns["bias_gelu_kernel"],
+               {"x_ptr": p, "b_ptr": p, "out_ptr": p, "n": "i32", "n_cols": "i32"}, {"BLOCK": 1024},
+               ["x_ptr", "b_ptr", "out_ptr", "n", "n_cols"], 4, 3)
 
 
 def compile_one(fn, signature, constexprs, aligned, warps, stages, cap):
@@ -108,7 +142,7 @@ def main(argv=None) -> int:
         if c not in SHARED_LIMIT:
             ap.error(f"--targets: {c} is not one of {sorted(SHARED_LIMIT)}")
     rows, problems = [], []
-    todo = [c for c in cases() if (a.only is None or a.only in c[0]) and not (a.shipped and EXERCISE in c[0])]
+    todo = [c for c in [*cases(), *lab_cases()] if (a.only is None or a.only in c[0]) and not (a.shipped and EXERCISE in c[0])]
     for cap in caps:
         for label, fn, sig, const, aligned, warps, stages in todo:
             row = {"target": f"sm_{cap}", "gpu": NAMES[cap], "case": label}

@@ -14,7 +14,8 @@ DTYPES = [torch.float32, torch.float16]
 
 
 def test_mode_matches_the_machine():
-    assert K.INTERPRETED == (not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1")
+    assert K.INTERPRETED == (not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+                             or os.environ.get("LABKIT_DEVICE", "auto").startswith("cpu"))
     if K.INTERPRETED:
         assert os.environ["TRITON_INTERPRET"] == "1" and DEV == "cpu"
 
@@ -148,3 +149,41 @@ def test_autotune_configs_are_chosen_per_element_size():
         (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"]) for c in K.matmul_configs(torch.float16)}
     with pytest.raises(ValueError, match="dtype must be fp32, fp16 or bf16"):
         K.matmul_configs("int8")
+
+
+@pytest.mark.skipif(not K.INTERPRETED, reason="traffic is counted by Triton's interpreter")
+def test_count_traffic_counts_every_masked_in_element_once():
+    x = torch.randn(5, 300, device=DEV)
+    with K.count_traffic() as t:
+        K.softmax(x)
+    assert (t.read, t.written) == (x.numel() * 4, x.numel() * 4)           # masked lanes not counted
+    with K.count_traffic() as t:
+        K.softmax(x.half(), online_block=64)
+    assert (t.read, t.written) == (2 * x.numel() * 2, x.numel() * 2)       # two passes, 2-byte elements
+    a, b = torch.randn(100, 70, device=DEV), torch.randn(70, 90, device=DEV)
+    with K.count_traffic() as t:
+        K.matmul(a, b, block=(32, 64, 16))
+    assert t.total == (100 * 70 * 2 + 70 * 90 * 4 + 100 * 90) * 4          # A per column of tiles, B per row
+    x, bias = torch.randn(8, 64, device=DEV), torch.randn(64, device=DEV)
+    with K.count_traffic() as fused:
+        K.bias_gelu(x, bias)
+    with K.count_traffic() as unfused:
+        y = K.bias_gelu_unfused(x, bias)
+    torch.testing.assert_close(y, K.bias_gelu_reference(x, bias), atol=1e-5, rtol=1e-5)
+    assert (fused.total, unfused.total) == (3 * x.numel() * 4, 5 * x.numel() * 4)
+    with K.count_traffic() as t:
+        pass
+    assert t.total == 0  # nothing counted outside, and the interpreter is restored after
+    K.add(x, x)
+
+
+def test_without_triton_the_import_says_what_to_do():
+    import subprocess
+    import sys
+    code = ("import sys, builtins\nreal = builtins.__import__\n"
+            "def imp(name, *a, **k):\n    if name == 'triton' or name.startswith('triton.'):\n"
+            "        raise ImportError('No module named triton')\n    return real(name, *a, **k)\n"
+            "builtins.__import__ = imp\nimport labkit, labkit.flops\nprint('rest of labkit imports')\nimport labkit.kernels")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "rest of labkit imports" in p.stdout and p.returncode != 0
+    assert "Triton publishes wheels for Linux" in p.stderr and "WSL2" in p.stderr, p.stderr[-2000:]

@@ -32,7 +32,8 @@ def test_the_report_covers_every_kernel_dtype_and_autotune_config(report):
     sys.path.insert(0, str(REPO))
     _, rep = report
     cases = {r["case"] for r in rep["rows"]}
-    for kernel in ("add", "bias_gelu", "softmax row", "softmax online", "matmul"):
+    for kernel in ("add", "bias_gelu", "bias_add (unfused)", "gelu (unfused)", "softmax row", "softmax online", "matmul",
+                   "lab 02 add_kernel", "lab 02 softmax_kernel", "lab 02 online_softmax_kernel", "lab 02 bias_gelu_kernel"):
         for dt in ("fp32", "fp16", "bf16"):
             assert any(c.startswith(f"{kernel} {dt}") for c in cases), (kernel, dt)
     assert {r["target"] for r in rep["rows"]} == {"sm_80", "sm_90"}

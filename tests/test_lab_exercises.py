@@ -71,6 +71,55 @@ WRONG = {
             "        f[flops.op_class(r['op'])] += r['flop']\n        s[flops.op_class(r['op'])] += r['total_s']\n"
             "    return {c: (100 * f[c] / sum(f.values()), 100 * s[c] / sum(s.values())) for c in flops.CLASSES}"],
     },
+    "02-kernels": {
+        "ex1-add": [  # no mask: the last program reads and writes past the end
+            "@triton.jit\ndef add_kernel(x_ptr, y_ptr, out_ptr, n, BLOCK: tl.constexpr):\n"
+            "    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)\n"
+            "    tl.store(out_ptr + offs, tl.load(x_ptr + offs) + tl.load(y_ptr + offs))\n"
+            "def my_add(x, y, block=256):\n    out = torch.empty_like(x)\n"
+            "    add_kernel[(triton.cdiv(x.numel(), block),)](x, y, out, x.numel(), BLOCK=block)\n    return out"],
+        "ex2-softmax": [  # masked lanes loaded as 0: they join the sum
+            "@triton.jit\ndef softmax_kernel(x_ptr, y_ptr, n_cols, x_row_stride, y_row_stride, BLOCK: tl.constexpr):\n"
+            "    row = tl.program_id(0)\n    offs = tl.arange(0, BLOCK)\n    mask = offs < n_cols\n"
+            "    x = tl.load(x_ptr + row * x_row_stride + offs, mask=mask, other=0.0).to(tl.float32)\n"
+            "    e = tl.exp(x - tl.max(x, axis=0))\n"
+            "    tl.store(y_ptr + row * y_row_stride + offs, (e / tl.sum(e, axis=0)).to(y_ptr.dtype.element_ty), mask=mask)\n"
+            "def my_softmax(x):\n    x2 = x.contiguous().view(-1, x.shape[-1])\n    y = torch.empty_like(x2)\n"
+            "    softmax_kernel[(x2.shape[0],)](x2, y, x2.shape[1], x2.stride(0), y.stride(0), BLOCK=triton.next_power_of_2(x2.shape[1]))\n"
+            "    return y.view(x.shape)"],
+        "ex3-online": [  # the running sum not rescaled when the max grows
+            "@triton.jit\ndef online_softmax_kernel(x_ptr, y_ptr, n_cols, x_row_stride, y_row_stride, BLOCK: tl.constexpr):\n"
+            "    row = tl.program_id(0)\n"
+            "    m = tl.full([], -float('inf'), tl.float32)\n    s = tl.full([], 0.0, tl.float32)\n"
+            "    for start in range(0, n_cols, BLOCK):\n"
+            "        offs = start + tl.arange(0, BLOCK)\n"
+            "        x = tl.load(x_ptr + row * x_row_stride + offs, mask=offs < n_cols, other=-float('inf')).to(tl.float32)\n"
+            "        m = tl.maximum(m, tl.max(x, axis=0))\n"
+            "        s = s + tl.sum(tl.exp(x - m), axis=0)\n"
+            "    for start in range(0, n_cols, BLOCK):\n"
+            "        offs = start + tl.arange(0, BLOCK)\n        mask = offs < n_cols\n"
+            "        x = tl.load(x_ptr + row * x_row_stride + offs, mask=mask, other=-float('inf')).to(tl.float32)\n"
+            "        tl.store(y_ptr + row * y_row_stride + offs, (tl.exp(x - m) / s).to(y_ptr.dtype.element_ty), mask=mask)\n"
+            "def my_online_softmax(x, block=256):\n    x2 = x.contiguous().view(-1, x.shape[-1])\n    y = torch.empty_like(x2)\n"
+            "    online_softmax_kernel[(x2.shape[0],)](x2, y, x2.shape[1], x2.stride(0), y.stride(0), BLOCK=block)\n"
+            "    return y.view(x.shape)"],
+        "ex4-bias-gelu": [  # the bias indexed by the flat offset, not the column
+            "@triton.jit\ndef bias_gelu_kernel(x_ptr, b_ptr, out_ptr, n, n_cols, BLOCK: tl.constexpr):\n"
+            "    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)\n    mask = offs < n\n"
+            "    z = tl.load(x_ptr + offs, mask=mask).to(tl.float32) + tl.load(b_ptr + offs, mask=offs < n_cols, other=0.0).to(tl.float32)\n"
+            "    tl.store(out_ptr + offs, (0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))).to(out_ptr.dtype.element_ty), mask=mask)\n"
+            "def my_bias_gelu(x, b, block=1024):\n    x = x.contiguous()\n    out = torch.empty_like(x)\n"
+            "    bias_gelu_kernel[(triton.cdiv(x.numel(), block),)](x, b, out, x.numel(), x.shape[-1], BLOCK=block)\n    return out"],
+        "ex5-tile": [  # the output tile counted as loaded at every step of K
+            "def tile_intensity(block_m, block_n, block_k, bytes_per_element):\n"
+            "    return 2 * block_m * block_n * block_k / ((block_m * block_k + block_k * block_n + block_m * block_n) * bytes_per_element)"],
+        "ex6-traffic": [  # each matrix read once: the reuse across tiles ignored
+            "def matmul_traffic(M, N, K, block_m, block_n, bytes_per_element):\n"
+            "    return (M * K + K * N + M * N) * bytes_per_element",
+            # floor instead of ceil: partial tiles forgotten
+            "def matmul_traffic(M, N, K, block_m, block_n, bytes_per_element):\n"
+            "    return (M * K * (N // block_n) + K * N * (M // block_m) + M * N) * bytes_per_element"],
+    },
     "03-int8": {
         "ex1-absmax": [
             # no clamp: a value past a static scale's range wraps around in int8

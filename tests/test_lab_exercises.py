@@ -251,3 +251,20 @@ def test_every_exercise_of_a_deepened_lab_has_a_wrong_solution_here(lab):
                       and c.metadata.get("nbgrader", {}).get("solution")
                       and c.metadata["nbgrader"]["grade_id"].startswith("ex")}
     assert code_exercises == set(WRONG[lab]), code_exercises ^ set(WRONG[lab])
+
+
+@pytest.mark.parametrize("lab", sorted(WRONG))
+def test_the_points_the_lab_announces_are_the_points_it_grades(lab):
+    import re
+    nb = nbformat.read(REPO / "notebooks" / lab / f"{lab}.ipynb", 4)
+    graded = [c.metadata["nbgrader"] for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    exercises = [g for g in graded if g["grade_id"].startswith("ex")]
+    words = {"five": 5, "six": 6, "seven": 7, "eight": 8}
+    m = re.search(r"\*\*Graded:\*\* (\w+) exercises \((\d+) points\), one measured target \((\d+) points.*?"
+                  r"one written answer.*?\((\d+) points", nb.cells[0].source, re.S)
+    assert m, "the lab's first cell says what is graded: N exercises (P points), a target, a written answer"
+    n, p, target, answer = words[m.group(1)], *map(int, m.groups()[1:])
+    assert (n, p) == (len(exercises), sum(g["points"] for g in exercises))
+    assert target == sum(g["points"] for g in graded if g["grade_id"].startswith("target"))
+    assert answer == sum(g["points"] for g in graded if g["grade_id"].startswith("answer"))
+    assert 5 <= n <= 8, "the lab standard: 5 to 8 graded exercises"

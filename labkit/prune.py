@@ -118,6 +118,37 @@ def prunable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n + ".weight", m.weight) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
+@torch.no_grad()
+def sensitivity_scan(model: nn.Module, sparsities, evaluate) -> dict[str, list[float]]:
+    """{layer weight name: [evaluate(model) with only that layer magnitude-pruned to s, for s in
+    sparsities]}, every other layer untouched; the model is restored after each run."""
+    out = {}
+    for name, p in prunable(model):
+        saved, out[name] = p.detach().clone(), []
+        for s in sparsities:
+            p.mul_(magnitude_mask(saved, s))
+            out[name].append(evaluate(model))
+            p.copy_(saved)
+    return out
+
+
+def masks_for(model: nn.Module, sparsities: dict[str, float], mask_fn=None) -> Masks:
+    """Masks pruning each named weight of `model` to its own sparsity (magnitude, or
+    mask_fn(weight, sparsity)); weights not named stay dense. Apply them with .apply()."""
+    mask_fn = mask_fn or magnitude_mask
+    params = dict(prunable(model))
+    unknown = set(sparsities) - set(params)
+    if unknown:
+        raise ValueError(f"sparsities names {sorted(unknown)}, not among the model's weights {sorted(params)}")
+    return Masks({params[n]: mask_fn(params[n].detach(), s) for n, s in sparsities.items()})
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    """Fraction of the weights of every Linear and Conv2d that are zero (biases aside)."""
+    ps = [p for _, p in prunable(model)]
+    return 1 - sum(int(p.count_nonzero()) for p in ps) / sum(p.numel() for p in ps)
+
+
 # ---------------------------------------------------------------- structured pruning
 
 
@@ -158,16 +189,18 @@ def filter_keep(conv: nn.Conv2d, fraction: float) -> torch.Tensor:
     return torch.sort(torch.topk(norms, n_keep).indices).values
 
 
-def prune_cnn_channels(model, fraction: float):
+def prune_cnn_channels(model, fraction: float, keep=None):
     """A smaller copy of labkit.models.SmallCNN with `fraction` of each conv's filters removed
-    (smallest L1 norm), and the layer after each conv re-indexed to the channels that remain.
+    (smallest L1 norm, or whatever keep(conv, fraction) returns: sorted indices of the filters
+    to keep), and the layer after each conv re-indexed to the channels that remain.
     The tensors really shrink: fewer FLOP, fewer bytes, less time."""
     import copy
     _check_sparsity(fraction)
+    keep = keep or filter_keep
     m = copy.deepcopy(model)
-    k1 = filter_keep(m.conv1, fraction)
+    k1 = keep(m.conv1, fraction)
     m.conv1, m.conv2 = _conv_keep_out(m.conv1, k1), _conv_keep_in(m.conv2, k1)
-    k2 = filter_keep(m.conv2, fraction)
+    k2 = keep(m.conv2, fraction)
     m.conv2 = _conv_keep_out(m.conv2, k2)
     spatial = m.fc1.in_features // model.conv2.out_channels     # 7 × 7 positions per channel
     cols = (k2[:, None] * spatial + torch.arange(spatial, device=k2.device)[None, :]).reshape(-1)
@@ -273,10 +306,13 @@ def prune_linears(model: nn.Module, sparsity: float = 0.5, method: str = "magnit
                   act_norms: dict | None = None) -> nn.Module:
     """A pruned copy of a transformer: every linear layer (not the LM head) loses `sparsity` of
     its weights, chosen per output row, by "magnitude" |W| or "wanda" |W|·‖X‖ (needs act_norms),
-    in an "unstructured" or "2:4" pattern (2:4 is 50% by construction)."""
+    in an "unstructured" or "2:4" pattern (2:4 is 50% by construction). "magnitude per layer"
+    compares every weight of a layer at once: the baseline the Wanda paper reports."""
     import copy
-    if method not in ("magnitude", "wanda"):
-        raise ValueError(f"method must be 'magnitude' or 'wanda', got {method!r}")
+    if method not in ("magnitude", "magnitude per layer", "wanda"):
+        raise ValueError(f"method must be 'magnitude', 'magnitude per layer' or 'wanda', got {method!r}")
+    if method == "magnitude per layer" and pattern != "unstructured":
+        raise ValueError("'magnitude per layer' is an unstructured criterion (2:4 groups are always within a row)")
     if pattern not in ("unstructured", "2:4"):
         raise ValueError(f"pattern must be 'unstructured' or '2:4', got {pattern!r}")
     if method == "wanda" and act_norms is None:
@@ -287,6 +323,8 @@ def prune_linears(model: nn.Module, sparsity: float = 0.5, method: str = "magnit
         norm = (act_norms[name] if method == "wanda" else torch.ones(w.shape[1])).to(w.device, torch.float32)
         if pattern == "2:4":
             mask = nm_mask(w.float() * norm[None, :], 2, 4)   # scores in fp32: fp16 norms could overflow
+        elif method == "magnitude per layer":
+            mask = magnitude_mask(w, sparsity)
         else:
             mask = wanda_mask(w, norm, sparsity)   # with unit norms: per-row magnitude
         w.mul_(mask)                                # w is a view: prunes the module's weight

@@ -120,6 +120,40 @@ WRONG = {
             "def matmul_traffic(M, N, K, block_m, block_n, bytes_per_element):\n"
             "    return (M * K * (N // block_n) + K * N * (M // block_m) + M * N) * bytes_per_element"],
     },
+    "05-pruning": {
+        "ex1-magnitude": [  # signed values, not magnitudes: the most negative weights go
+            "def magnitude_keep_mask(w, sparsity):\n"
+            "    k = round(sparsity * w.numel())\n    mask = torch.ones(w.numel(), dtype=torch.bool)\n"
+            "    if k:\n        mask[torch.topk(w.flatten(), k, largest=False).indices] = False\n"
+            "    return mask.view_as(w)"],
+        "ex2-global": [  # one threshold per layer, averaged
+            "def global_threshold(weights, sparsity):\n"
+            "    ts = []\n    for w in weights:\n        k = round(sparsity * w.numel())\n"
+            "        ts.append(torch.kthvalue(w.abs().flatten(), k).values.item() if k else 0.0)\n"
+            "    return sum(ts) / len(ts)"],
+        "ex3-24": [  # half of each row, not 2 of every 4
+            "def two_four_mask(w):\n"
+            "    if w.shape[-1] % 4:\n        raise ValueError('not a multiple of 4')\n"
+            "    rows = w.abs().reshape(-1, w.shape[-1])\n    keep = torch.zeros_like(rows, dtype=torch.bool)\n"
+            "    keep.scatter_(1, rows.topk(w.shape[-1] // 2, dim=1).indices, True)\n    return keep.view_as(w)"],
+        "ex4-filters": [  # the smallest filters kept
+            "def filters_to_keep(conv, fraction):\n"
+            "    norms = conv.weight.detach().abs().sum(dim=(1, 2, 3))\n"
+            "    n_keep = max(1, conv.out_channels - round(fraction * conv.out_channels))\n"
+            "    return torch.sort(torch.topk(norms, n_keep, largest=False).indices).values"],
+        "ex5-neurons": [  # the first layer's bias forgotten
+            "def prune_neurons(lin, next_lin, keep):\n"
+            "    new, nxt = nn.Linear(lin.in_features, len(keep)), nn.Linear(len(keep), next_lin.out_features)\n"
+            "    with torch.no_grad():\n"
+            "        new.weight.copy_(lin.weight[keep])\n        nxt.weight.copy_(next_lin.weight[:, keep])\n"
+            "        nxt.bias.copy_(next_lin.bias)\n"
+            "    return new, nxt"],
+        "ex6-scan": [  # each layer pruned on top of the previous ones: never restored
+            "@torch.no_grad()\ndef sensitivity_scan(model, sparsities, evaluate):\n"
+            "    scan = {}\n    for name, w in prune.prunable(model):\n        scan[name] = []\n"
+            "        for s in sparsities:\n            w.mul_(magnitude_keep_mask(w.detach().clone(), s))\n"
+            "            scan[name].append(evaluate(model))\n    return scan"],
+    },
     "03-int8": {
         "ex1-absmax": [
             # no clamp: a value past a static scale's range wraps around in int8

@@ -32,7 +32,7 @@ def _check_sparsity(sparsity):
 
 def _smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Mask keeping all but the k smallest scores (same selection as torch.nn.utils.prune)."""
-    mask = torch.ones_like(scores, dtype=torch.bool)
+    mask = torch.ones(scores.shape, dtype=torch.bool, device=scores.device)  # contiguous, whatever the layout of scores
     if k > 0:
         idx = torch.topk(scores.reshape(-1), k=k, largest=False).indices
         mask.view(-1)[idx] = False

@@ -295,7 +295,7 @@ def test_the_points_the_lab_announces_are_the_points_it_grades(lab):
     exercises = [g for g in graded if g["grade_id"].startswith("ex")]
     words = {"five": 5, "six": 6, "seven": 7, "eight": 8}
     m = re.search(r"\*\*Graded:\*\* (\w+) exercises \((\d+) points\), one measured target \((\d+) points.*?"
-                  r"one written answer.*?\((\d+) points", nb.cells[0].source, re.S)
+                  r"one\s+written\s+answer.*?\((\d+) points", nb.cells[0].source, re.S)
     assert m, "the lab's first cell says what is graded: N exercises (P points), a target, a written answer"
     n, p, target, answer = words[m.group(1)], *map(int, m.groups()[1:])
     assert (n, p) == (len(exercises), sum(g["points"] for g in exercises))

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.utils.prune as tprune
 
 from labkit import data, models, prune
-from labkit.layers import linear_layers
+from labkit.layers import linear_layers, linear_weight
 
 
 @pytest.mark.parametrize("shape", [(64, 33), (8, 3, 3, 3), (1000,)])
@@ -157,3 +157,32 @@ def test_prune_linears_on_the_tiny_gpt():
     assert prune.sparsity(gpt.transformer.h) < 0.01             # the original is untouched
     with pytest.raises(ValueError, match="act_norms"):
         prune.prune_linears(gpt, 0.5, "wanda")
+
+
+def test_magnitude_mask_of_a_transposed_view_and_per_layer_magnitude_on_a_gpt():
+    w = torch.randn(6, 10)
+    torch.testing.assert_close(prune.magnitude_mask(w.t(), 0.5), prune.magnitude_mask(w, 0.5).t())  # a Conv1D weight view
+    gpt, _ = models.load_tiny_gpt()
+    p = prune.prune_linears(gpt, 0.5, "magnitude per layer")
+    for name, m in linear_layers(p):
+        w = linear_weight(m)
+        assert abs(prune.sparsity(w) - 0.5) < 1e-3, name
+    rows = (linear_weight(dict(linear_layers(p))["transformer.h.0.mlp.c_fc"]) == 0).float().mean(1)
+    assert rows.std() > 0.01, "per layer: rows lose different fractions (per row they would all lose 50 %)"
+    with pytest.raises(ValueError, match="unstructured criterion"):
+        prune.prune_linears(gpt, 0.5, "magnitude per layer", "2:4")
+
+
+def test_sensitivity_scan_prunes_one_layer_at_a_time_and_restores_it():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    before = [p.detach().clone() for _, p in prune.prunable(model)]
+    scan = prune.sensitivity_scan(model, [0.0, 0.5, 1.0], lambda m: [prune.sparsity(p) for _, p in prune.prunable(m)])
+    assert scan["0.weight"] == [[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]]
+    assert scan["2.weight"] == [[0.0, 0.0], [0.0, 0.5], [0.0, 1.0]]
+    assert all(torch.equal(p, b) for (_, p), b in zip(prune.prunable(model), before))
+    masks = prune.masks_for(model, {"2.weight": 0.75})
+    masks.apply()
+    assert abs(prune.weight_sparsity(model) - 0.75 * 64 / (128 + 64)) < 1e-9
+    with pytest.raises(ValueError, match="not among the model's weights"):
+        prune.masks_for(model, {"fc9.weight": 0.5})

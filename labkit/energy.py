@@ -209,6 +209,68 @@ class NvmlCounterBackend(Backend):
         return delta * 1e-3, ""
 
 
+class PowerSampler:
+    """A power sensor integrated over a window: read_watts() every interval_s seconds in a
+    background thread, plus one reading as the window opens and one as it closes (so the whole
+    window is covered), joined by the trapezoid rule. start(), then stop() returns the joules;
+    times and watts keep the samples."""
+
+    def __init__(self, read_watts, interval_s: float = 0.005):
+        if not callable(read_watts):
+            raise TypeError(f"read_watts must be callable, got {type(read_watts).__name__}")
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
+        self.read_watts, self.interval_s = read_watts, interval_s
+        self.times: list[float] = []
+        self.watts: list[float] = []
+        self._stop, self._thread = threading.Event(), None
+
+    def _sample(self) -> None:
+        self.times.append(time.perf_counter())
+        self.watts.append(float(self.read_watts()))
+
+    def start(self) -> "PowerSampler":
+        if self._thread is not None:
+            raise RuntimeError("this sampler is already running")
+        self.times, self.watts = [], []
+        self._stop.clear()
+        self._sample()  # the window's first instant
+
+        def loop():
+            while not self._stop.wait(self.interval_s):
+                self._sample()
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        if self._thread is None:
+            raise RuntimeError("stop() before start()")
+        self._stop.set()
+        self._thread.join()  # no sample may land after the last one
+        self._thread = None
+        self._sample()       # the window's last instant
+        return integrate_power(self.times, self.watts)
+
+
+def dynamic_joules(total_j: float, idle_w: float, seconds: float) -> float:
+    """The energy a workload added: a window's total minus what the machine draws doing nothing
+    (idle watts times the window's length)."""
+    if seconds < 0 or idle_w < 0:
+        raise ValueError(f"seconds and idle_w must be >= 0, got {seconds!r} and {idle_w!r}")
+    return total_j - idle_w * seconds
+
+
+def min_window_s(update_period_s: float, resolution_j: float, watts: float, max_error: float) -> float:
+    """The shortest window whose energy a sensor reads within a relative error max_error: its
+    reading may miss up to one update period at each end (2·period·P joules) and is quantised to
+    resolution_j; both must stay under max_error · P · t."""
+    if not (update_period_s >= 0 and resolution_j >= 0 and watts > 0 and 0 < max_error < 1):
+        raise ValueError(f"need update_period_s >= 0, resolution_j >= 0, watts > 0 and 0 < max_error < 1, got "
+                         f"{update_period_s!r}, {resolution_j!r}, {watts!r}, {max_error!r}")
+    return (2 * update_period_s + resolution_j / watts) / max_error
+
+
 class NvmlSamplerBackend(Backend):
     """Board power sampled in a background thread every interval_s, integrated over the window."""
 
@@ -218,31 +280,17 @@ class NvmlSamplerBackend(Backend):
         self.method, self.device = "NVML power samples", f"GPU {index} {self.nvml.nvmlDeviceGetName(self.h)}"
         self.interval_s = interval_s
 
-    def _sample(self):
-        return time.perf_counter(), self.nvml.nvmlDeviceGetPowerUsage(self.h) / 1000.0
+    def watts(self) -> float:
+        return self.nvml.nvmlDeviceGetPowerUsage(self.h) / 1000.0
 
     def start(self):
-        t, w = self._sample()  # a sample at the very start of the window
-        state = {"t": [t], "w": [w], "stop": threading.Event()}
+        return PowerSampler(self.watts, self.interval_s).start()
 
-        def sample():
-            while not state["stop"].wait(self.interval_s):
-                t, w = self._sample()
-                state["t"].append(t)
-                state["w"].append(w)
-        state["thread"] = threading.Thread(target=sample, daemon=True)
-        state["thread"].start()
-        return state
-
-    def stop(self, state, duration_s):
-        state["stop"].set()
-        state["thread"].join()
-        t, w = self._sample()  # and one at the very end, so the whole window is integrated
-        state["t"].append(t)
-        state["w"].append(w)
-        if len(state["t"]) < 2:
+    def stop(self, sampler, duration_s):
+        joules = sampler.stop()
+        if len(sampler.times) < 2:
             return None, f"fewer than 2 power samples (sampling every {self.interval_s * 1e3:.0f} ms)"
-        return integrate_power(state["t"], state["w"]), f"{len(state['t'])} samples; board power is itself an average"
+        return joules, f"{len(sampler.times)} samples; board power is itself an average"
 
 
 ASSUMED_CPU_WATTS_PER_CORE = 10.0  # an assumption, not a measurement: override with cpu_tdp_w / LABKIT_CPU_TDP_W

@@ -285,14 +285,15 @@ def topk_all_reduce(grad: torch.Tensor, residual: torch.Tensor, ratio: float):
     """(averaged sparse gradient, new residual, bytes this rank sent): every rank all-gathers the
     others' top-k (index, value) pairs and sums them; 8 bytes per pair (int32 index, fp32 value)."""
     idx, values, residual = topk_compress(grad, residual, ratio)
+    idx = idx.to(torch.int32)  # topk's indices are int64: 4 bytes more per pair, for nothing
     p = world()
     idxs, vals = [torch.empty_like(idx) for _ in range(p)], [torch.empty_like(values) for _ in range(p)]
     dist.all_gather(idxs, idx)
     dist.all_gather(vals, values)
     out = torch.zeros(grad.numel(), dtype=grad.dtype, device=grad.device)
     for i, v in zip(idxs, vals):
-        out.index_add_(0, i, v)
-    return (out / p).view_as(grad), residual, (p - 1) * idx.numel() * 8
+        out.index_add_(0, i.long(), v)
+    return (out / p).view_as(grad), residual, (p - 1) * idx.numel() * (idx.element_size() + values.element_size())
 
 
 # ---------------------------------------------------------------- checks each rank runs

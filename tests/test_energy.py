@@ -150,3 +150,31 @@ def test_per_inference():
         E.per_inference(r, 0)
     with pytest.raises(ValueError, match="no energy"):
         E.per_inference(E.Reading("y", "m", "d", 1.0, None, "too short"), 1)
+
+
+def test_power_sampler_covers_the_whole_window_and_stops_sampling():
+    t0 = time.perf_counter()
+    step = lambda: 50.0 if time.perf_counter() - t0 < 0.1 else 150.0  # noqa: E731  a 50 W -> 150 W step at 0.1 s
+    s = E.PowerSampler(step, interval_s=0.01).start()
+    time.sleep(0.3)
+    joules = s.stop()
+    window = s.times[-1] - s.times[0]
+    assert s.times[0] - t0 < 0.01 and window >= 0.3                 # a sample as it opened and as it closed
+    assert joules == pytest.approx(5 + 150 * (window - 0.1), rel=0.05)  # 50 W for 0.1 s, then 150 W
+    n = len(s.times)
+    time.sleep(0.05)
+    assert len(s.times) == n                                        # nothing sampled after stop()
+    with pytest.raises(RuntimeError, match="before start"):
+        E.PowerSampler(step).stop()
+    with pytest.raises(ValueError, match="interval_s"):
+        E.PowerSampler(step, 0)
+
+
+def test_dynamic_joules_and_the_shortest_honest_window():
+    assert E.dynamic_joules(100.0, 20.0, 3.0) == 40.0
+    # NVML's counter: 1 mJ resolution, updated every ~100 ms on recent boards; 300 W, 1 % error: 20 s
+    assert E.min_window_s(0.1, 1e-3, 300.0, 0.01) == pytest.approx(20.0, rel=1e-4)
+    # RAPL: updated every ~1 ms, 15.3 uJ units: 0.2 s at 1 %
+    assert E.min_window_s(1e-3, 15.3e-6, 100.0, 0.01) == pytest.approx(0.2, rel=1e-3)
+    with pytest.raises(ValueError, match="max_error"):
+        E.min_window_s(0.1, 1e-3, 300.0, 0.0)

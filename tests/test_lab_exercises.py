@@ -154,6 +154,44 @@ WRONG = {
             "        for s in sparsities:\n            w.mul_(magnitude_keep_mask(w.detach().clone(), s))\n"
             "            scan[name].append(evaluate(model))\n    return scan"],
     },
+    "06-energy": {
+        "ex1-trace": [  # the mean power times the whole duration: uneven samples weighted alike
+            "def energy_from_trace(times_s, watts):\n"
+            "    return sum(watts) / len(watts) * (times_s[-1] - times_s[0])"],
+        "ex2-wrap": [  # the wrap forgotten: a negative increase
+            "def wrapped_delta(start, end, max_range):\n    return end - start"],
+        "ex3-sampler": [
+            # no sample as the window closes: the last interval is lost
+            "import threading\n"
+            "class SamplingMeter:\n"
+            "    def __init__(self, read_watts, interval_s=0.005):\n"
+            "        self.read_watts, self.interval_s = read_watts, interval_s\n        self.times, self.watts = [], []\n"
+            "    def start(self):\n"
+            "        self.done = threading.Event()\n        self._record()\n"
+            "        def loop():\n            while not self.done.wait(self.interval_s):\n                self._record()\n"
+            "        self.thread = threading.Thread(target=loop, daemon=True)\n        self.thread.start()\n        return self\n"
+            "    def stop(self):\n        self.done.set()\n        self.thread.join()\n"
+            "        return energy_from_trace(self.times, self.watts)\n"
+            "    def _record(self):\n        self.times.append(time.perf_counter())\n        self.watts.append(self.read_watts())",
+            # the thread never stopped: samples keep arriving
+            "import threading\n"
+            "class SamplingMeter:\n"
+            "    def __init__(self, read_watts, interval_s=0.005):\n"
+            "        self.read_watts, self.interval_s = read_watts, interval_s\n        self.times, self.watts = [], []\n"
+            "    def start(self):\n"
+            "        self._record()\n"
+            "        def loop():\n            while True:\n                time.sleep(self.interval_s)\n                self._record()\n"
+            "        threading.Thread(target=loop, daemon=True).start()\n        return self\n"
+            "    def stop(self):\n        self._record()\n"
+            "        return energy_from_trace(list(self.times), list(self.watts))\n"
+            "    def _record(self):\n        self.times.append(time.perf_counter())\n        self.watts.append(self.read_watts())"],
+        "ex4-window": [  # one missed period, not one at each end
+            "def min_window_s(update_period_s, resolution_j, watts, max_error):\n"
+            "    return (update_period_s + resolution_j / watts) / max_error"],
+        "ex5-attribute": [  # idle watts subtracted from joules: the units do not match
+            "def energy_per_inference(total_j, seconds, idle_w, n):\n"
+            "    return {'total_mj': 1e3 * total_j / n, 'dynamic_mj': 1e3 * (total_j - idle_w) / n}"],
+    },
     "03-int8": {
         "ex1-absmax": [
             # no clamp: a value past a static scale's range wraps around in int8

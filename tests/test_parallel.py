@@ -1,5 +1,7 @@
 """labkit.parallel: data parallel (by hand and DDP) and tensor parallel (by hand and DTensor) against
-one process doing the whole job, on 2 gloo ranks; communication volume; top-k with error feedback."""
+one process doing the whole job, on 2 gloo ranks; communication volume; top-k with error feedback.
+The checks build CPU tensors, so they name the gloo backend: left to itself, run() picks NCCL on a
+node with 2 GPUs."""
 import pytest
 import torch
 
@@ -7,7 +9,7 @@ from labkit import parallel as P
 
 
 def test_data_parallel_by_hand_and_ddp_equal_one_big_batch():
-    for r in P.run(P.check_data_parallel, 2, 5):
+    for r in P.run(P.check_data_parallel, 2, 5, backend="gloo"):
         assert r["parameters moved"] > 1e-3            # training did something...
         assert r["by hand vs reference"] < 1e-5        # ...and the split changed nothing
         assert r["ddp vs reference"] < 1e-5
@@ -15,7 +17,7 @@ def test_data_parallel_by_hand_and_ddp_equal_one_big_batch():
 
 
 def test_tensor_parallel_mlp_equals_the_whole_mlp_and_dtensor():
-    for r in P.run(P.check_tensor_parallel, 2):
+    for r in P.run(P.check_tensor_parallel, 2, backend="gloo"):
         for key in ("output", "input gradient", "fc1 weight gradient", "fc2 weight gradient", "DTensor output"):
             assert r[key] < 1e-5, (key, r[key])
         assert r["weights held"] == pytest.approx(0.5, abs=0.01)   # half the weights (biases of fc2 are whole)
@@ -27,7 +29,7 @@ def _boom():
 
 def test_run_reports_a_failing_rank_and_rejects_bad_arguments():
     with pytest.raises(RuntimeError, match="ZeroDivisionError"):
-        P.run(_boom, 2)
+        P.run(_boom, 2, backend="gloo")
     with pytest.raises(ValueError, match="world_size"):
         P.run(P.check_data_parallel, 0)
     with pytest.raises(ValueError, match="backend"):
@@ -73,8 +75,25 @@ def test_topk_error_feedback_loses_nothing():
         P.topk_compress(grads[0], residual, 0.0)
 
 
+def _topk_gathers():
+    import torch.distributed as dist
+    seen, real = [], dist.all_gather
+    dist.all_gather = lambda outs, t: (seen.append((t.dtype, t.element_size())), real(outs, t))[1]
+    g = torch.randn(100) * (dist.get_rank() + 1)
+    avg, _, sent = P.topk_all_reduce(g, torch.zeros(100), 0.1)
+    dist.all_gather = real
+    return seen, sent, avg
+
+
+def test_topk_all_reduce_sends_8_bytes_per_pair_and_counts_what_it_sends():
+    for seen, sent, avg in P.run(_topk_gathers, 2, backend="gloo"):
+        assert seen == [(torch.int32, 4), (torch.float32, 4)]   # index and value: 8 bytes a pair
+        assert sent == 1 * 10 * 8                                # to the one other rank, 10 pairs
+        assert int((avg != 0).sum()) <= 20
+
+
 def test_topk_training_on_two_ranks_learns_and_sends_less():
-    res = P.run(P.train_topk, 2, (1.0, 0.05), 60)
+    res = P.run(P.train_topk, 2, (1.0, 0.05), 60, backend="gloo")
     assert res[0][1.0]["test_accuracy"] == res[1][1.0]["test_accuracy"]       # replicas stay identical
     dense, sparse = res[0][1.0], res[0][0.05]
     assert dense["test_accuracy"] > 0.6 and sparse["test_accuracy"] > 0.5       # 10 classes: chance is 0.1
@@ -94,7 +113,8 @@ def test_train_ddp_script_under_torchrun(tmp_path):
                        cwd=repo, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     rec = json.loads(out.read_text())
-    assert rec["world_size"] == 2 and rec["backend"] == "gloo" and rec["global_batch_windows"] == 4
+    backend = "nccl" if torch.cuda.device_count() >= 2 else "gloo"  # what train_ddp.py picks, rightly
+    assert rec["world_size"] == 2 and rec["backend"] == backend and rec["global_batch_windows"] == 4
     assert rec["tokens_per_s"] > 0 and rec["command"].startswith("torchrun --nnodes=1 --nproc_per_node=2")
     assert subprocess.run(["bash", "-n", "scripts/train_ddp.sbatch"], cwd=repo).returncode == 0
 

@@ -154,3 +154,14 @@ def test_bitsandbytes_cuda_kernels_agree_with_labkit(scheme):
     ours = models.perplexity(K.quantize_model_4bit(gpt, scheme), tok, held, max_tokens=4096)
     theirs = models.perplexity(K.load_bnb(models.TINY_GPT_DIR, scheme, device="cuda"), tok, held, max_tokens=4096)
     assert theirs == pytest.approx(ours, rel=2e-3)
+
+
+def test_int4_asymmetric_groups_all_of_one_sign_keep_their_range():
+    # rows in [1, 1.5] (or [-1.5, -1]): the range [min(g, 0), max(g, 0)] still spans the group, and 0
+    # is a level; a zero point clamped into 0..15 without it collapsed such groups (error 0.6)
+    for sign in (1.0, -1.0):
+        w = sign * (1.0 + 0.5 * torch.rand(8, 128))
+        err = Q.relative_error(w, K.fake_quant_int4(w, 128))
+        assert err < 0.05, err                      # 16 levels over [0, 1.5]: step 0.1, error ~0.02
+    w = torch.relu(torch.randn(4, 128))
+    assert torch.equal(K.fake_quant_int4(w, 128)[w == 0], torch.zeros(int((w == 0).sum())))  # zeros stay exact

@@ -38,13 +38,27 @@ def cluster():
 
 
 def sbatch(*args, cwd=REPO, env=None, wait=True, timeout=900):
-    """Submit like a user at a shell prompt; return (job id, exit code, the job's log text)."""
-    cmd = ["sbatch", *(["--wait"] if wait else []), *args]
+    """Submit like a user at a shell prompt; with wait, wait for the job to end; return (job id,
+    exit code: the job's, or sbatch's own without wait). Waiting polls scontrol every half second:
+    `sbatch --wait` polls at growing intervals (up to 10 s here), which cost ~20 s per job."""
+    cmd = ["sbatch", *args]
     p = subprocess.run(cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
                        timeout=timeout)
     m = re.search(r"Submitted batch job (\d+)", p.stdout)
     assert m, f"{' '.join(cmd)} was not accepted: {p.stdout}{p.stderr}"
-    return m.group(1), p.returncode
+    job = m.group(1)
+    if not wait:
+        return job, p.returncode
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        # an array job's tasks are listed one by one: the job has ended when none is left pending or running
+        info = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+        states = re.findall(r"JobState=(\w+)", info)
+        if states and not any(s in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING") for s in states):
+            codes = [int(c) for c in re.findall(r"\bExitCode=(\d+):\d+", info)]
+            return job, max(codes, default=0) or (0 if all(s == "COMPLETED" for s in states) else 1)
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} did not end within {timeout} s")
 
 
 def job_log(cwd: Path, prefix: str, job: str) -> str:

@@ -107,7 +107,9 @@ def fake_quant_nf4_dq(w: torch.Tensor, blocksize: int = 64, dq_blocksize: int = 
 
 def fake_quant_int4(w: torch.Tensor, group: int = 128, symmetric: bool = False) -> torch.Tensor:
     """INT4 groups of `group` consecutive weights along the last dim, scale (and zero) in fp16.
-    Asymmetric: 16 levels spanning [min, max] of the group; symmetric: [-7, 7] × absmax / 7."""
+    Asymmetric: 16 levels spanning [min(group, 0), max(group, 0)], so that 0 is a level (the zero
+    point is a code in 0..15: a group all of one sign still gets its full range); symmetric:
+    [-7, 7] × absmax / 7."""
     _check(w)
     if w.shape[-1] % group:
         raise ValueError(f"the last dimension ({w.shape[-1]}) must be a multiple of group={group}")
@@ -116,7 +118,7 @@ def fake_quant_int4(w: torch.Tensor, group: int = 128, symmetric: bool = False) 
         s = (g.abs().amax(dim=1, keepdim=True) / 7).half().float().clamp(min=1e-8)
         out = torch.round(g / s).clamp(-7, 7) * s
     else:
-        lo, hi = g.amin(dim=1, keepdim=True), g.amax(dim=1, keepdim=True)
+        lo, hi = g.amin(dim=1, keepdim=True).clamp(max=0), g.amax(dim=1, keepdim=True).clamp(min=0)
         s = ((hi - lo) / 15).half().float().clamp(min=1e-8)
         z = torch.round(-lo / s).clamp(0, 15).half().float()
         out = (torch.round(g / s) + z).clamp(0, 15)

@@ -411,12 +411,3 @@ def class_shares(rows: list[dict]) -> dict[str, dict]:
         raise ValueError(f"rows must hold some FLOP and some time, got {total_f} FLOP in {total_s} s")
     return {c: {"flop": flop[c], "seconds": seconds[c], "flop_pct": 100 * flop[c] / total_f,
                 "runtime_pct": 100 * seconds[c] / total_s} for c in CLASSES}
-
-
-def data_movement_table(layer: nn.Module, x: torch.Tensor, backward: bool = True,
-                        iters: int = 3) -> list[dict]:
-    """profile_ops then class_shares, as rows: {"class", "flops", "seconds", "flop_pct", "runtime_pct"}
-    ("other" collects copies, reshapes, reductions and allocation: data movement with no arithmetic)."""
-    shares = class_shares(profile_ops(layer, x, backward, iters))
-    return [{"class": c, "flops": v["flop"], "seconds": v["seconds"], "flop_pct": v["flop_pct"],
-             "runtime_pct": v["runtime_pct"]} for c, v in shares.items()]

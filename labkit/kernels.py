@@ -208,13 +208,18 @@ def softmax(x: torch.Tensor, online_block: int | None = None) -> torch.Tensor:
 
 
 @triton.jit
+def _gelu(z):
+    return 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))  # exact GELU, as F.gelu
+
+
+@triton.jit
 def _bias_gelu_kernel(x_ptr, b_ptr, out_ptr, n, n_cols, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     x = tl.load(x_ptr + offs, mask=mask).to(tl.float32)
     b = tl.load(b_ptr + offs % n_cols, mask=mask).to(tl.float32)   # the bias repeats every row
     z = x + b
-    y = 0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))      # exact GELU, as F.gelu
+    y = _gelu(z)
     tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -246,7 +251,7 @@ def _gelu_kernel(z_ptr, out_ptr, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     z = tl.load(z_ptr + offs, mask=mask).to(tl.float32)
-    tl.store(out_ptr + offs, (0.5 * z * (1.0 + tl.math.erf(z * 0.7071067811865476))).to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + offs, _gelu(z).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def bias_gelu_unfused(x: torch.Tensor, bias: torch.Tensor, block: int = 1024) -> torch.Tensor:

@@ -143,12 +143,6 @@ def masks_for(model: nn.Module, sparsities: dict[str, float], mask_fn=None) -> M
     return Masks({params[n]: mask_fn(params[n].detach(), s) for n, s in sparsities.items()})
 
 
-def weight_sparsity(model: nn.Module) -> float:
-    """Fraction of the weights of every Linear and Conv2d that are zero (biases aside)."""
-    ps = [p for _, p in prunable(model)]
-    return 1 - sum(int(p.count_nonzero()) for p in ps) / sum(p.numel() for p in ps)
-
-
 # ---------------------------------------------------------------- structured pruning
 
 

@@ -97,19 +97,19 @@ def test_roofline():
     assert pts[1].intensity > pts[0].intensity > 10 > 1 > next(p for p in pts if p.name == "add").intensity
 
 
-def test_data_movement_table_splits_flop_and_time():
+def test_class_shares_split_flop_and_time():
     torch.manual_seed(0)
     d, h, ff, B, T = 64, 4, 256, 2, 32
     layer = F.EncoderLayer(d, h, ff)
-    rows = {r["class"]: r for r in F.data_movement_table(layer, torch.randn(B, T, d), iters=2)}
+    rows = F.class_shares(F.profile_ops(layer, torch.randn(B, T, d), iters=2))
     assert set(rows) == set(F.CLASSES)
     # the finding of the lab: far more time than FLOP outside the contractions
     assert 100 - rows["tensor contraction"]["runtime_pct"] > 5 > 100 - rows["tensor contraction"]["flop_pct"]
     N = B * T
     forward = 2 * N * d * 3 * d + 2 * N * d * d + 2 * 2 * N * d * ff + 4 * B * T * T * d
-    assert rows["tensor contraction"]["flops"] == 3 * forward       # exact, forward + backward
+    assert rows["tensor contraction"]["flop"] == 3 * forward       # exact, forward + backward
     assert rows["tensor contraction"]["flop_pct"] > 90
-    assert rows["statistical normalization"]["flops"] > 0 and rows["element-wise"]["flops"] > 0
+    assert rows["statistical normalization"]["flop"] > 0 and rows["element-wise"]["flop"] > 0
     assert all(r["seconds"] > 0 for c, r in rows.items() if c != "other")
     with pytest.raises(ValueError, match="n_head"):
         F.EncoderLayer(65, 4)
@@ -128,8 +128,8 @@ def test_profile_ops_self_times_add_up_and_totals_nest(capfd):
     assert ops["aten::linear"]["flop"] == 0
     shares = F.class_shares(list(ops.values()))
     assert abs(sum(v["runtime_pct"] for v in shares.values()) - 100) < 1e-9
-    table = {r["class"]: r for r in F.data_movement_table(layer, torch.randn(2, 32, 64), iters=1)}
-    assert table["tensor contraction"]["flops"] == shares["tensor contraction"]["flop"]  # the same counts
+    again = F.class_shares(F.profile_ops(layer, torch.randn(2, 32, 64), iters=1))
+    assert again["tensor contraction"]["flop"] == shares["tensor contraction"]["flop"]  # the same counts
     assert "USDT" not in capfd.readouterr().err  # the profiler's native start/stop lines are silenced
     with pytest.raises(ValueError, match="FLOP and some time"):
         F.class_shares([{"op": "aten::mm", "flop": 0, "self_s": 0}])
@@ -172,17 +172,17 @@ def test_roofline_plot_draws_points_and_rejects_bad_ones():
 
 
 @pytest.mark.gpu
-def test_data_movement_table_on_gpu_counts_each_kernel_once():
+def test_profile_on_gpu_counts_each_kernel_once():
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
     layer = F.EncoderLayer(256, 4, 1024).cuda()
     x = torch.randn(4, 128, 256, device="cuda")
-    rows = F.data_movement_table(layer, x, iters=3)
-    per_step = sum(r["seconds"] for r in rows)
+    rows = F.class_shares(F.profile_ops(layer, x, iters=3))
+    per_step = sum(r["seconds"] for r in rows.values())
     with profile(activities=[ProfilerActivity.CUDA]) as prof:  # all kernel time of 3 steps, independently
         for _ in range(3):
             layer(x.detach().requires_grad_()).sum().backward()
         torch.cuda.synchronize()
     kernels = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type == DeviceType.CUDA) * 1e-6 / 3
     assert per_step == pytest.approx(kernels, rel=0.25)
-    assert rows[0]["class"] == "tensor contraction" and rows[0]["flop_pct"] > 98
+    assert rows["tensor contraction"]["flop_pct"] > 98

@@ -183,6 +183,6 @@ def test_sensitivity_scan_prunes_one_layer_at_a_time_and_restores_it():
     assert all(torch.equal(p, b) for (_, p), b in zip(prune.prunable(model), before))
     masks = prune.masks_for(model, {"2.weight": 0.75})
     masks.apply()
-    assert abs(prune.weight_sparsity(model) - 0.75 * 64 / (128 + 64)) < 1e-9
+    assert abs(prune.sparsity(model) - 0.75 * 64 / (128 + 64)) < 1e-9
     with pytest.raises(ValueError, match="not among the model's weights"):
         prune.masks_for(model, {"fc9.weight": 0.5})

@@ -198,17 +198,36 @@ WRONG = {
             "    absmax = block.abs().max()\n"
             "    codes = (( block / absmax)[:, None] - codebook[None, :]).abs().argmin(dim=1).to(torch.uint8)\n"
             "    return codes, absmax"],
-        "ex2-pack": [  # the nibbles in the wrong order
+        "ex2-int-groups": [
+            # the range [min, max] without 0: an all-positive run gets levels that skip 0
+            "def int_groups(w, bits, group):\n"
+            "    qmax = 2 ** bits - 1\n    runs = w.reshape(w.shape[0], -1, group)\n"
+            "    lo, hi = runs.amin(-1, keepdim=True), runs.amax(-1, keepdim=True)\n"
+            "    s = ((hi - lo) / qmax).clamp(min=1e-8)\n    z = torch.round(-lo / s)\n"
+            "    return ((torch.clamp(torch.round(runs / s) + z, 0, qmax) - z) * s).reshape(w.shape)",
+            # one scale and zero per row: the groups ignored
+            "def int_groups(w, bits, group):\n"
+            "    qmax = 2 ** bits - 1\n"
+            "    lo, hi = w.amin(1, keepdim=True).clamp(max=0), w.amax(1, keepdim=True).clamp(min=0)\n"
+            "    s = ((hi - lo) / qmax).clamp(min=1e-8)\n    z = torch.round(-lo / s)\n"
+            "    return (torch.clamp(torch.round(w / s) + z, 0, qmax) - z) * s",
+            # the zero point never subtracted when dequantizing
+            "def int_groups(w, bits, group):\n"
+            "    qmax = 2 ** bits - 1\n    runs = w.reshape(w.shape[0], -1, group)\n"
+            "    lo, hi = runs.amin(-1, keepdim=True).clamp(max=0), runs.amax(-1, keepdim=True).clamp(min=0)\n"
+            "    s = ((hi - lo) / qmax).clamp(min=1e-8)\n    z = torch.round(-lo / s)\n"
+            "    return (torch.clamp(torch.round(runs / s) + z, 0, qmax) * s).reshape(w.shape)"],
+        "ex3-pack": [  # the nibbles in the wrong order
             "def pack_nibbles(codes):\n"
             "    c = codes.reshape(-1).to(torch.uint8)\n"
             "    if c.numel() % 2:\n        c = torch.cat([c, c.new_zeros(1)])\n"
             "    return (c[1::2] << 4) | c[0::2]\n"
             "def unpack_nibbles(packed, n):\n"
             "    return torch.stack([packed & 0xF, packed >> 4], dim=1).reshape(-1)[:n]"],
-        "ex3-gptq": [  # rounding without repair: the error never reaches the later columns
+        "ex4-gptq": [  # rounding without repair: the error never reaches the later columns
             "def gptq_column_step(W, U, i, s, z, qmax):\n"
             "    W[:, i] = kbit.int_round(W[:, i], s, z, qmax)\n    return W"],
-        "ex4-ternary": [  # the straight-through estimator without detach: the gradient is zero
+        "ex5-ternary": [  # the straight-through estimator without detach: the gradient is zero
             "def absmean_ternarize(w):\n"
             "    gamma = w.detach().abs().mean().clamp(min=1e-5)\n"
             "    return torch.clamp(torch.round(w.detach() / gamma), -1, 1).to(torch.int8), gamma\n"

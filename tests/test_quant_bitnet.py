@@ -127,3 +127,14 @@ def test_bitnet_gpt_trains_on_the_gpu_and_deploys():
     x = ids[:32].view(2, 16)
     with torch.no_grad():
         torch.testing.assert_close(deployed(x).logits, model.eval()(x).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_binarize_by_hand_and_against_ternary():
+    signs, beta = B.binarize(torch.tensor([[0.9, -0.1, -2.0, 0.4]]))     # mean -0.2: -0.1 is above it
+    assert signs.dtype == torch.int8 and signs.tolist() == [[1, 1, -1, 1]] and beta.item() == pytest.approx(0.85)
+    w = torch.randn(256, 256)
+    err = {name: ((w - c.float() * g).norm() / w.norm()).item()
+           for name, (c, g) in (("binary", B.binarize(w)), ("ternary", B.ternarize(w)))}
+    assert err["ternary"] < err["binary"] < 1          # the 0 level is worth its extra half bit on normal weights
+    with pytest.raises(ValueError, match="floating-point"):
+        B.binarize(torch.ones(3, dtype=torch.int64))

@@ -165,3 +165,41 @@ def test_int4_asymmetric_groups_all_of_one_sign_keep_their_range():
         assert err < 0.05, err                      # 16 levels over [0, 1.5]: step 0.1, error ~0.02
     w = torch.relu(torch.randn(4, 128))
     assert torch.equal(K.fake_quant_int4(w, 128)[w == 0], torch.zeros(int((w == 0).sum())))  # zeros stay exact
+
+
+def test_double_quant_uses_bitsandbytes_dynamic_map():
+    import bitsandbytes.functional as F
+    w = torch.randn(700, 256) * 0.05
+    _, st = F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+    theirs = F.dequantize_blockwise(st.absmax, st.state2) + st.offset
+    _, absmax = K.quantize_4bit(w, 64, "nf4")
+    ours = K.double_quant(absmax)
+    step = (K.dynamic_map().diff().max() * (absmax - absmax.mean()).abs().max()).item()   # one code step, at most
+    assert (ours - theirs).abs().max() <= step
+    assert (ours == theirs).float().mean() > 0.99          # all but a few scales land on the same code
+    linear8 = absmax.mean() + torch.round((absmax - absmax.mean()) / (absmax - absmax.mean()).abs().max() * 127) \
+        * (absmax - absmax.mean()).abs().max() / 127
+    assert (linear8 - theirs).abs().mean() > 5 * (ours - theirs).abs().mean()   # a linear int8 code is not what it stores
+
+
+def test_gptq_column_step_hook_gives_the_built_in_result():
+    X = torch.randn(256, 48) @ torch.randn(48, 48)
+    H, W = X.t() @ X / 256, torch.randn(8, 48)
+
+    def step(W1, U1, i, s, z, qmax):
+        q = K.int_round(W1[:, i], s, z, qmax)
+        W1[:, i + 1:] -= ((W1[:, i] - q) / U1[i, i])[:, None] * U1[i, i + 1:][None, :]
+        W1[:, i] = q
+        return W1
+    ref = K.gptq_quantize(W, H, bits=3, group=16, blocksize=32)
+    torch.testing.assert_close(K.gptq_quantize(W, H, bits=3, group=16, blocksize=32, column_step=step), ref)
+    lazy = lambda W1, U1, i, s, z, qmax: W1.index_copy_(1, torch.tensor([i]), K.int_round(W1[:, i:i + 1], s[:, None], z[:, None], qmax))
+    assert (K.gptq_quantize(W, H, bits=3, group=16, blocksize=32, column_step=lazy) - ref).abs().max() > 1e-3  # no update: RTN-like
+
+
+def test_quantize_model_4bit_takes_a_function():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    out = K.quantize_model_4bit(model, lambda w: K.rtn_quantize(w, bits=3, group=32))
+    ref = K.quantize_model_4bit(model, "rtn", bits=3, group=32)
+    for a, b in zip(out.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b)

@@ -1,6 +1,7 @@
 """BitNet b1.58 (Ma et al., 2024): ternary weights {-1, 0, +1} × one scale, int8 activations.
 
     ternarize(w)        absmean quantization: γ = mean|W|, W̃ = clip(round(W / γ), -1, 1)
+    binarize(w)         the original BitNet's (2023) 1-bit weights, for contrast: sign(W − mean W) × mean|W|
     BitLinear           a linear layer that trains with ternary weights and per-token int8
                         activations in the forward pass, and full-precision latent weights updated
                         through the straight-through estimator (STE) in the backward pass
@@ -26,6 +27,17 @@ def ternarize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError("w must be a non-empty floating-point tensor")
     gamma = w.detach().abs().mean().clamp(min=EPS)
     return torch.clamp(torch.round(w.detach() / gamma), -1, 1).to(torch.int8), gamma
+
+
+def binarize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(signs in {-1, +1} as int8, scale β = mean|w|): BitNet's (Wang et al., 2023) binary weights,
+    sign(W − α) with α = mean(W) (centred so that about half the signs are +1). No 0 level: every
+    weight counts, with the same magnitude. Dequantized: signs · β."""
+    if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.numel() == 0:
+        raise ValueError("w must be a non-empty floating-point tensor")
+    w = w.detach()
+    signs = torch.where(w - w.mean() > 0, 1, -1).to(torch.int8)
+    return signs, w.abs().mean().clamp(min=EPS)
 
 
 def quant_activations(x: torch.Tensor) -> torch.Tensor:

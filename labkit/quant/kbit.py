@@ -89,14 +89,25 @@ def fake_quant_fp4(w: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
     return dequantize_4bit(codes, absmax, w.shape, "fp4").to(w.dtype)
 
 
+def dynamic_map() -> torch.Tensor:
+    """bitsandbytes' signed dynamic 8-bit map (256 values in [-1, 1], dense near 0: a sign, an
+    exponent written as a run of zero bits, then linear fraction bits): the code double
+    quantization stores block scales in."""
+    import bitsandbytes.functional as bnbf
+    return bnbf.create_dynamic_map(signed=True).float()
+
+
 def double_quant(absmax: torch.Tensor, blocksize: int = 256) -> torch.Tensor:
-    """The block scales after double quantization: subtract their mean, quantize the rest to int8
-    with one fp32 absmax per `blocksize` scales, and dequantize (what a model then uses)."""
+    """The block scales after double quantization, as bitsandbytes does it (QLoRA): subtract their
+    mean, divide each run of `blocksize` by its absmax (kept in fp32), store the nearest value of
+    the dynamic 8-bit map, and dequantize (what a model then uses). bitsandbytes' search rounds a
+    few scales in a thousand to the neighbouring code; the values agree to one code step."""
     mean = absmax.mean()
     b, pad = _blocks(absmax - mean, blocksize)
-    s = b.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
-    q = torch.round(b / s).clamp(-127, 127)
-    return (q * s).reshape(-1)[: absmax.numel()] + mean
+    s = b.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)
+    code = dynamic_map().to(b.device)
+    idx = torch.bucketize(b / s, (code[1:] + code[:-1]) / 2)      # nearest of 256 sorted values
+    return (code[idx] * s).reshape(-1)[: absmax.numel()] + mean
 
 
 def fake_quant_nf4_dq(w: torch.Tensor, blocksize: int = 64, dq_blocksize: int = 256) -> torch.Tensor:
@@ -192,12 +203,14 @@ def gptq_hinv(H: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
 
 @torch.no_grad()
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group: int = 128, blocksize: int = 128,
-                  damp: float = 0.01, act_order: bool = False) -> torch.Tensor:
+                  damp: float = 0.01, act_order: bool = False, column_step=None) -> torch.Tensor:
     """GPTQ (Frantar et al., 2023): quantize W (out, in) column by column; after each column, spread
     its rounding error over the columns not yet quantized, weighted by the inverse Hessian of the
     layer's loss ‖WX − QX‖² (H = X Xᵀ over calibration inputs). Lazy batched updates in blocks of
     `blocksize` columns; `damp` × mean diag(H) is added to H's diagonal for stability; act_order
-    quantizes the columns with the largest H diagonal (most active inputs) first.
+    quantizes the columns with the largest H diagonal (most active inputs) first. `column_step`
+    (W1, U1, i, s, z, qmax) -> W1, if given, does the rounding and the in-block update of each
+    column instead of the built-in lines (the lab plugs the student's version in here).
     Returns the dequantized weight, same shape as w."""
     W = w.detach().float().clone()
     n = W.shape[1]
@@ -223,10 +236,16 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int = 4, group: 
             if col % group == 0:            # scales from the group's (already error-corrected) weights
                 params = int_row_params(torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :group], bits)
             s, z, qmax = params
-            q = int_round(W1[:, i], s, z, qmax)
+            if column_step is None:
+                q = int_round(W1[:, i], s, z, qmax)
+                err = (W1[:, i] - q) / Hinv1[i, i]
+                W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
+            else:
+                before = W1[:, i].clone()
+                W1 = column_step(W1, Hinv1, i, s, z, qmax)
+                q = W1[:, i]
+                err = (before - q) / Hinv1[i, i]
             Q[:, col] = q
-            err = (W1[:, i] - q) / Hinv1[i, i]
-            W1[:, i:] -= err[:, None] * Hinv1[i, i:][None, :]
             Err[:, i] = err
         W[:, i2:] -= Err @ Hinv[i1:i2, i2:]
     return Q[:, torch.argsort(perm)]
@@ -244,18 +263,21 @@ def quantize_model_4bit(model, method: str = "gptq", calibrate=None, bits: int =
     "rtn" / "gptq": INT-`bits` groups of `group` input columns per output row; GPTQ goes layer by
     layer in forward order, each layer's Hessian collected by running calibrate(model) on the partly
     quantized model. "nf4" / "nf4-dq" / "fp4": blockwise codebooks over the (out, in) weight, as
-    bitsandbytes' Linear4bit stores them (blocks of `blocksize`; -dq: double-quantized scales)."""
+    bitsandbytes' Linear4bit stores them (blocks of `blocksize`; -dq: double-quantized scales).
+    `method` may also be a function w -> dequantized w, applied to every such layer's weight."""
     import copy
 
     from ..layers import linear_layers, linear_weight, watch_inputs
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not callable(method) and method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS} or a function w -> quantized w, got {method!r}")
     if method == "gptq" and not callable(calibrate):
         raise ValueError("method='gptq' needs calibrate: a function that runs calibration inputs through the model")
     model = copy.deepcopy(model)
     for name, m in linear_layers(model):
         w = linear_weight(m)
-        if method == "rtn":
+        if callable(method):
+            w.copy_(method(w.detach().float().clone()))
+        elif method == "rtn":
             w.copy_(rtn_quantize(w, bits, group))
         elif method == "nf4":
             w.copy_(fake_quant_nf4(w, blocksize))

@@ -3,12 +3,14 @@
 Processes
     run(fn, world_size, *args)  start `world_size` ranks on this machine; each joins a process group
                                 (gloo on CPU, NCCL on GPUs) and returns fn(*args); the results come
-                                back in rank order. fn must live in an importable module: spawned
-                                processes find it by name (a function typed into a notebook cannot
-                                be sent). scripts/train_ddp.py shows the torchrun way for clusters.
+                                back in rank order. A function typed into a notebook (fn, or one
+                                passed in args) travels as its source code, see run().
+                                scripts/train_ddp.py shows the torchrun way for clusters.
 Data parallel: every rank holds the whole model and 1/p of the batch; after backward one
 all-reduce averages the gradients, so every rank takes the same step as one big-batch process.
     shard(x), average_gradients(model)
+    check_bucketed_ddp, time_bucketed_step   a student's DDP (buckets filled by gradient hooks,
+                                all-reduced while the backward pass goes on) against torch's DDP
 Tensor parallel (Megatron-LM, Shoeybi et al. 2019): one layer's weights split across ranks.
     ColumnParallelLinear  W split by output features: each rank computes its slice of the outputs
     RowParallelLinear     W split by input features: partial outputs summed with one all-reduce
@@ -42,6 +44,56 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+_RANK_IMPORTS = ("import math\nimport time\nimport torch\nimport torch.distributed as dist\n"
+                 "import torch.nn as nn\nimport torch.nn.functional as F\nfrom labkit import parallel as P\n")
+_SENT_NAMESPACES: dict = {}     # per rank process: the namespace each set of sent sources was run in
+
+
+def _typed_in(fn) -> bool:
+    """A function whose module a spawned process cannot import (a notebook's __main__)."""
+    import sys
+    mod = getattr(fn, "__module__", None)
+    return callable(fn) and hasattr(fn, "__code__") and (mod == "__main__" or mod not in sys.modules)
+
+
+class _Sent:
+    """A function typed into a notebook, sent to the ranks as source code. On the rank, the
+    sources of every such function of the same run() call are executed together, once, in a
+    namespace holding math, time, torch, dist, nn, F and P (labkit.parallel)."""
+
+    def __init__(self, name: str, sources: tuple):
+        self.name, self.sources = name, sources
+
+    def __call__(self, *args, **kwargs):
+        ns = _SENT_NAMESPACES.get(self.sources)
+        if ns is None:
+            ns = {"__name__": "__sent__"}
+            exec(_RANK_IMPORTS, ns)
+            for name, src in self.sources:
+                exec(compile(src, f"<notebook: {name}>", "exec"), ns)
+            _SENT_NAMESPACES[self.sources] = ns
+        return ns[self.name](*args, **kwargs)
+
+
+def _send_typed_in(fn, args):
+    """fn and args with every notebook function replaced by a _Sent carrying the sources."""
+    import inspect
+    import textwrap
+    typed = [f for f in (fn, *args) if _typed_in(f)]
+    if not typed:
+        return fn, args
+    sources = []
+    for f in typed:
+        try:
+            sources.append((f.__name__, textwrap.dedent(inspect.getsource(f))))
+        except (OSError, TypeError):
+            raise ValueError(f"{f.__name__!r} is defined in __main__ and its source cannot be read, so it cannot be sent "
+                             "to the ranks: define it in a notebook cell or a module") from None
+    sources = tuple(sources)
+    swap = lambda f: _Sent(f.__name__, sources) if _typed_in(f) else f
+    return swap(fn), tuple(swap(a) for a in args)
+
+
 def _worker(rank, world_size, port, backend, threads, fn, args, queue):
     try:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
@@ -63,7 +115,12 @@ def run(fn, world_size: int = 2, *args, backend: str | None = None, threads_per_
     """[fn(*args) on rank 0, on rank 1, ...]: `world_size` processes on this machine, each in the
     process group. backend: "gloo" (CPU) or "nccl" (one GPU per rank); default NCCL when there are
     at least world_size GPUs, else gloo. Each rank gets `threads_per_rank` torch threads.
-    A rank that raises makes run() raise RuntimeError with that rank's traceback."""
+    A rank that raises makes run() raise RuntimeError with that rank's traceback.
+
+    Spawned processes import fn by name, so fn normally lives in a module. A function typed into
+    a notebook (fn itself, or a function among args) is sent as its source code instead and
+    defined again on each rank, where it can use math, time, torch, dist, nn, F, P and the other
+    notebook functions of the same call, but not the notebook's other globals."""
     import queue as queue_mod
 
     import torch.multiprocessing as mp
@@ -76,9 +133,7 @@ def run(fn, world_size: int = 2, *args, backend: str | None = None, threads_per_
     if backend == "nccl" and torch.cuda.device_count() < world_size:
         raise ValueError(f"backend 'nccl' needs one GPU per rank: world_size={world_size}, "
                          f"GPUs={torch.cuda.device_count()}")
-    if getattr(fn, "__module__", "__main__") == "__main__":
-        raise ValueError(f"{getattr(fn, '__name__', fn)!r} is defined in __main__ (a notebook or script): "
-                         "spawned ranks cannot import it; put it in a module")
+    fn, args = _send_typed_in(fn, args)
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     port = _free_port()
@@ -281,10 +336,14 @@ def topk_compress(grad: torch.Tensor, residual: torch.Tensor, ratio: float):
     return idx, values, new_residual.view_as(grad)
 
 
-def topk_all_reduce(grad: torch.Tensor, residual: torch.Tensor, ratio: float):
+def topk_all_reduce(grad: torch.Tensor, residual: torch.Tensor, ratio: float, compress=None):
     """(averaged sparse gradient, new residual, bytes this rank sent): every rank all-gathers the
-    others' top-k (index, value) pairs and sums them; 8 bytes per pair (int32 index, fp32 value)."""
-    idx, values, residual = topk_compress(grad, residual, ratio)
+    others' top-k (index, value) pairs and sums them; 8 bytes per pair (int32 index, fp32 value).
+    compress(grad, residual, k), if given, chooses the pairs instead of topk_compress."""
+    if compress is None:
+        idx, values, residual = topk_compress(grad, residual, ratio)
+    else:
+        idx, values, residual = compress(grad, residual, max(1, math.ceil(ratio * grad.numel())))
     idx = idx.to(torch.int32)  # topk's indices are int64: 4 bytes more per pair, for nothing
     p = world()
     idxs, vals = [torch.empty_like(idx) for _ in range(p)], [torch.empty_like(values) for _ in range(p)]
@@ -404,6 +463,113 @@ def time_dp_step(d: int = 512, hidden: int = 2048, global_batches=(256, 1024), s
     return rows
 
 
+def deep_mlp(layers: int = 8, width: int = 256) -> nn.Sequential:
+    """`layers` Linear(width, width) + GELU blocks: many gradient tensors (2 per layer), the case
+    where sending each one alone pays the all-reduce latency again and again."""
+    return nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(width, width), nn.GELU())])
+
+
+def _watch_all_reduce():
+    """A wrapper for dist.all_reduce that counts calls and how many were made while `during` is set."""
+    real, seen = dist.all_reduce, {"calls": 0, "during backward": 0, "backward": False}
+
+    def counting(*a, **k):
+        seen["calls"] += 1
+        seen["during backward"] += seen["backward"]
+        return real(*a, **k)
+    return real, counting, seen
+
+
+def _bucketed_step(model, opt, x, y, finish, seen):
+    opt.zero_grad()
+    loss = F.mse_loss(model(x), y)
+    seen["backward"] = True
+    loss.backward()
+    seen["backward"] = False
+    finish()
+    opt.step()
+
+
+def check_bucketed_ddp(attach, assign, cap_bytes: int = 2**16, steps: int = 3, layers: int = 6,
+                       width: int = 64, batch: int = 32, seed: int = 0) -> dict:
+    """On every rank: train deep_mlp(layers, width) for `steps` SGD steps with a student's DDP,
+    buckets = assign(gradient bytes per parameter, cap_bytes), finish = attach(model, buckets),
+    then per step backward() and finish(); against one process on the whole batch (the
+    reference) and torch's DDP with the same cap. Returns the largest parameter differences, the
+    all-reduces per step, how many were started while backward() was still running, the buckets."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    torch.manual_seed(seed)
+    ref = deep_mlp(layers, width)
+    mine, theirs = deep_mlp(layers, width), deep_mlp(layers, width)
+    mine.load_state_dict(ref.state_dict())
+    theirs.load_state_dict(ref.state_dict())
+    theirs = DDP(theirs, bucket_cap_mb=cap_bytes / 2**20)
+    buckets = assign([q.numel() * q.element_size() for q in mine.parameters()], cap_bytes)
+    real, counting, seen = _watch_all_reduce()
+    dist.all_reduce = counting
+    try:
+        finish = attach(mine, buckets)
+        opts = {k: torch.optim.SGD(m.parameters(), lr=0.1) for k, m in (("ref", ref), ("mine", mine), ("ddp", theirs))}
+        for step in range(steps):
+            x, y = _regression(seed + step, batch, width)
+            _bucketed_step(mine, opts["mine"], shard(x), shard(y), finish, seen)
+        calls, during = seen["calls"], seen["during backward"]
+    finally:
+        dist.all_reduce = real
+    for step in range(steps):
+        x, y = _regression(seed + step, batch, width)
+        for name, m, xs, ys in (("ref", ref, x, y), ("ddp", theirs, shard(x), shard(y))):
+            opts[name].zero_grad()
+            F.mse_loss(m(xs), ys).backward()
+            opts[name].step()
+    flat = lambda m: torch.cat([q.detach().flatten() for q in m.parameters()])
+    return {"vs one process": (flat(mine) - flat(ref)).abs().max().item(),
+            "vs torch DDP": (flat(mine) - flat(theirs.module)).abs().max().item(),
+            "all-reduces per step": calls / steps, "started during backward": during / steps,
+            "buckets": [list(b) for b in buckets]}
+
+
+def time_bucketed_step(attach, assign, caps_bytes=(0, 2**16, 2**20, 2**30), layers: int = 8, width: int = 256,
+                       batch: int = 64, steps: int = 10, seed: int = 0) -> list[dict]:
+    """On every rank: median seconds per data-parallel training step of deep_mlp(layers, width)
+    with a student's DDP at each bucket cap (0: every tensor alone; 2**30: one bucket), and with
+    torch's DDP at its default (25 MiB, a 1 MiB first bucket). 2 warm-up steps each."""
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    torch.manual_seed(seed)
+    x, y = _regression(seed, batch * world(), width)
+    x, y = shard(x), shard(y)
+    sync = torch.cuda.synchronize if device().type == "cuda" else (lambda: None)
+    x, y = x.to(device()), y.to(device())
+    rows = []
+    for cap in (*caps_bytes, "ddp"):
+        torch.manual_seed(seed)
+        model = deep_mlp(layers, width).to(device())
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        real, counting, seen = _watch_all_reduce()
+        dist.all_reduce = counting
+        try:
+            if cap == "ddp":
+                ddp = DDP(model)
+                opt = torch.optim.SGD(ddp.parameters(), lr=1e-3)
+                model, finish, n_buckets = ddp, (lambda: None), None
+            else:
+                buckets = assign([q.numel() * q.element_size() for q in model.parameters()], cap)
+                finish, n_buckets = attach(model, buckets), len(buckets)
+            times = []
+            for step in range(steps + 2):
+                dist.barrier()
+                t0 = time.perf_counter()
+                _bucketed_step(model, opt, x, y, finish, seen)
+                sync()
+                if step >= 2:
+                    times.append(time.perf_counter() - t0)
+        finally:
+            dist.all_reduce = real
+        rows.append({"cap_bytes": cap, "buckets": n_buckets, "seconds": sorted(times)[len(times) // 2],
+                     "gradient_bytes": sum(q.numel() * q.element_size() for q in model.parameters())})
+    return rows
+
+
 def fit_alpha_beta(sizes_bytes, seconds) -> tuple[float, float]:
     """(α seconds, β bytes/s) of t(n) = α + n/β, least squares on relative error (each point
     weighted by 1/t, so small messages count as much as large ones); α clipped at 0."""
@@ -414,10 +580,13 @@ def fit_alpha_beta(sizes_bytes, seconds) -> tuple[float, float]:
     return max(alpha, 0.0), (1 / inv_beta if inv_beta > 0 else float("inf"))
 
 
-def train_topk(ratios=(1.0, 0.1, 0.01), steps: int = 200, batch: int = 64, lr: float = 0.1, seed: int = 0) -> dict:
+def train_topk(ratios=(1.0, 0.1, 0.01), steps: int = 200, batch: int = 64, lr: float | dict = 0.1, seed: int = 0,
+               compress=None) -> dict:
     """On every rank: data-parallel SGD of an MLP classifier (784-128-10) on the Fashion-MNIST
     subset, once per ratio, gradients exchanged as top-k (index, value) pairs with error feedback
     (ratio 1: a plain all-reduce). Each rank takes its shard of a global batch of batch · p.
+    `compress(grad, residual, k)` -> (indices, values, new residual) replaces topk_compress (a
+    student's version). `lr`: one learning rate, or {ratio: learning rate}.
     Returns {ratio: {"loss": [per step], "test_accuracy", "sent_bytes_per_step"}}."""
     from .data import load_fashion_mnist
     ds = load_fashion_mnist()
@@ -428,7 +597,7 @@ def train_topk(ratios=(1.0, 0.1, 0.01), steps: int = 200, batch: int = 64, lr: f
     for ratio in ratios:
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        opt = torch.optim.SGD(model.parameters(), lr=lr[ratio] if isinstance(lr, dict) else lr)
         residuals = [torch.zeros_like(q) for q in model.parameters()]
         gen = torch.Generator().manual_seed(seed)
         losses, sent = [], 0.0
@@ -443,7 +612,7 @@ def train_topk(ratios=(1.0, 0.1, 0.01), steps: int = 200, batch: int = 64, lr: f
                     q.grad /= p
                     sent += ring_allreduce_bytes(q.grad.numel() * 4, p)
                 else:
-                    q.grad, residuals[k], n = topk_all_reduce(q.grad, residuals[k], ratio)
+                    q.grad, residuals[k], n = topk_all_reduce(q.grad, residuals[k], ratio, compress)
                     sent += n
             opt.step()
             losses.append(loss.item())

@@ -233,6 +233,75 @@ WRONG = {
             "    return torch.clamp(torch.round(w.detach() / gamma), -1, 1).to(torch.int8), gamma\n"
             "def ste(w, w_q):\n    return w_q"],
     },
+    "07-parallel": {
+        "ex1-ring": [  # every rank sends the same chunk index at each step: the sums land in the wrong places
+            "def ring_allreduce(xs):\n"
+            "    p = len(xs)\n    chunks = [[c.clone() for c in torch.chunk(x, p)] for x in xs]\n    sent = [0] * p\n"
+            "    for phase in ('rs', 'ag'):\n        for s in range(p - 1):\n            msgs = []\n"
+            "            for r in range(p):\n                c = s % p\n"
+            "                msgs.append(((r + 1) % p, c, chunks[r][c].clone()))\n                sent[r] += chunks[r][c].numel() * 4\n"
+            "            for dst, c, data in msgs:\n"
+            "                if phase == 'rs':\n                    chunks[dst][c] += data\n"
+            "                else:\n                    chunks[dst][c] = data\n"
+            "    return [torch.cat(ch) for ch in chunks], sent"],
+        "ex2-dp": [  # summed instead of averaged
+            "def data_parallel_gradients(model, loss_fn, x, y, p):\n"
+            "    params = list(model.parameters())\n    total = [torch.zeros_like(q) for q in params]\n"
+            "    for xs, ys in zip(torch.chunk(x, p), torch.chunk(y, p)):\n"
+            "        for acc, g in zip(total, torch.autograd.grad(loss_fn(model(xs), ys), params)):\n            acc += g\n"
+            "    return total"],
+        "ex3-buckets": [
+            # filled in forward order: the first bucket would wait for the end of the backward pass
+            "def assign_buckets(sizes, cap):\n"
+            "    buckets, bucket, held = [], [], 0\n"
+            "    for i in range(len(sizes)):\n        bucket.append(i)\n        held += sizes[i]\n"
+            "        if held >= cap:\n            buckets.append(bucket)\n            bucket, held = [], 0\n"
+            "    return buckets + ([bucket] if bucket else [])",
+            # closed before it would overflow the cap: a tensor larger than the cap makes an empty bucket
+            "def assign_buckets(sizes, cap):\n"
+            "    buckets, bucket, held = [], [], 0\n"
+            "    for i in reversed(range(len(sizes))):\n"
+            "        if held + sizes[i] > cap:\n            buckets.append(bucket)\n            bucket, held = [], 0\n"
+            "        bucket.append(i)\n        held += sizes[i]\n"
+            "    return buckets + ([bucket] if bucket else [])"],
+        "ex4-ddp": [
+            # the all-reduces started in finish(), after backward: correct numbers, no overlap
+            "def attach_bucketed_allreduce(model, buckets):\n"
+            "    params = list(model.parameters())\n"
+            "    def finish():\n"
+            "        for bucket in buckets:\n"
+            "            flat = torch.cat([params[j].grad.flatten() for j in bucket])\n"
+            "            dist.all_reduce(flat)\n            flat /= dist.get_world_size()\n            offset = 0\n"
+            "            for j in bucket:\n                n = params[j].numel()\n"
+            "                params[j].grad.copy_(flat[offset:offset + n].view_as(params[j].grad))\n                offset += n\n"
+            "    return finish",
+            # summed, never divided by the number of ranks
+            "def attach_bucketed_allreduce(model, buckets):\n"
+            "    params = list(model.parameters())\n"
+            "    bucket_of = {i: b for b, bucket in enumerate(buckets) for i in bucket}\n"
+            "    ready, pending = [0] * len(buckets), []\n"
+            "    def hook_for(i):\n        def on_grad(param):\n            b = bucket_of[i]\n            ready[b] += 1\n"
+            "            if ready[b] == len(buckets[b]):\n"
+            "                flat = torch.cat([params[j].grad.flatten() for j in buckets[b]])\n"
+            "                pending.append((dist.all_reduce(flat, async_op=True), flat, buckets[b]))\n"
+            "        return on_grad\n"
+            "    for i, param in enumerate(params):\n        param.register_post_accumulate_grad_hook(hook_for(i))\n"
+            "    def finish():\n"
+            "        for work, flat, bucket in pending:\n            work.wait()\n            offset = 0\n"
+            "            for j in bucket:\n                n = params[j].numel()\n"
+            "                params[j].grad.copy_(flat[offset:offset + n].view_as(params[j].grad))\n                offset += n\n"
+            "        pending.clear()\n        ready[:] = [0] * len(ready)\n"
+            "    return finish"],
+        "ex5-tp": [  # the whole MLP on every rank, its output divided by p: sums right, splits nothing
+            "def tensor_parallel_mlp(x, mlp, p):\n"
+            "    y = F.linear(F.gelu(F.linear(x, mlp.fc1.weight, mlp.fc1.bias)), mlp.fc2.weight)\n"
+            "    return [y / p for _ in range(p)]"],
+        "ex6-topk": [  # the residual not added before choosing: error feedback forgotten
+            "def topk_with_feedback(grad, residual, k):\n"
+            "    g = grad.flatten()\n    idx = g.abs().topk(k).indices\n"
+            "    rest = (grad + residual).flatten().clone()\n    rest[idx] = 0\n"
+            "    return idx, g[idx], rest.view_as(grad)"],
+    },
     "03-int8": {
         "ex1-absmax": [
             # no clamp: a value past a static scale's range wraps around in int8
@@ -323,9 +392,18 @@ class Lab:
         ns = dict(self.namespace)
         for cell in self.nb.cells[:self.nb.cells.index(self.solution(grade_id))]:  # exercises it builds on
             if cell.cell_type == "code" and cell.metadata.get("nbgrader", {}).get("solution"):
-                exec(compile(cell.source, f"{_grade_id(cell)} (instructor)", "exec"), ns)
-        exec(compile(solution_source, f"{grade_id} solution", "exec"), ns)
-        exec(compile(_visible(self.test_after(grade_id)), f"{grade_id} visible tests", "exec"), ns)
+                exec(_compiled(cell.source, f"{_grade_id(cell)} (instructor)"), ns)
+        exec(_compiled(solution_source, f"{grade_id} solution"), ns)
+        exec(_compiled(_visible(self.test_after(grade_id)), f"{grade_id} visible tests"), ns)
+
+
+def _compiled(source: str, name: str):
+    """source compiled as a notebook cell is: its lines kept in linecache, so that inspect can
+    read a function's source back (labkit.parallel.run sends notebook functions to ranks so)."""
+    import linecache
+    filename = f"<{name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return compile(source, filename, "exec")
 
 
 @pytest.fixture(scope="module")

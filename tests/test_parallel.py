@@ -126,3 +126,84 @@ def test_nccl_all_reduce_and_data_parallel_step():
     assert all(r["seconds"] > 0 and r["bus_bytes_per_s"] > 1e9 for r in rows)   # NVLink/PCIe: GB/s at least
     step = P.run(P.time_dp_step, 2, 256, 1024, (512,), 3, backend="nccl")
     assert all(r[0]["comm_s"] > 0 for r in step)
+
+
+def _typed_in(source: str, name: str):
+    """A function as a notebook cell defines it: module __main__, its source only in linecache."""
+    import linecache
+    filename = f"<cell {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    ns = {"__name__": "__main__"}
+    exec(compile(source, filename, "exec"), ns)
+    return ns[name]
+
+
+ASSIGN = '''
+def assign(sizes, cap):
+    buckets, open_, held = [], [], 0
+    for i in reversed(range(len(sizes))):
+        open_.append(i)
+        held += sizes[i]
+        if held >= cap:
+            buckets.append(open_)
+            open_, held = [], 0
+    return buckets + ([open_] if open_ else [])
+'''
+ATTACH = '''
+def attach(model, buckets):
+    params = list(model.parameters())
+    where = {i: b for b, bucket in enumerate(buckets) for i in bucket}
+    ready, pending = [0] * len(buckets), []
+
+    def hook(i):
+        def on_grad(param):
+            b = where[i]
+            ready[b] += 1
+            if ready[b] == len(buckets[b]):
+                flat = torch.cat([params[j].grad.flatten() for j in buckets[b]])
+                pending.append((dist.all_reduce(flat, async_op=True), flat, buckets[b]))
+        return on_grad
+    for i, p in enumerate(params):
+        p.register_post_accumulate_grad_hook(hook(i))
+
+    def finish():
+        for work, flat, bucket in pending:
+            work.wait()
+            flat /= dist.get_world_size()
+            offset = 0
+            for j in bucket:
+                n = params[j].numel()
+                params[j].grad.copy_(flat[offset:offset + n].view_as(params[j].grad))
+                offset += n
+        pending.clear()
+        ready[:] = [0] * len(ready)
+    return finish
+'''
+
+
+def test_bucket_assignment_is_the_one_ddp_rebuilds_in_backward_order():
+    import torch.distributed as dist
+    assign = _typed_in(ASSIGN, "assign")
+    for seed in range(5):
+        sizes = (torch.randint(1, 50, (int(torch.randint(1, 20, ()).item()),), generator=torch.Generator().manual_seed(seed)) * 4).tolist()
+        cap = 4 * int(torch.randint(1, 80, (), generator=torch.Generator().manual_seed(seed + 9)))
+        theirs, _ = dist._compute_bucket_assignment_by_size([torch.empty(n // 4) for n in reversed(sizes)], [cap])
+        assert assign(sizes, cap) == [[len(sizes) - 1 - j for j in b] for b in theirs]
+
+
+def test_notebook_functions_travel_as_source_and_a_bucketed_ddp_equals_torch_ddp():
+    assign, attach = _typed_in(ASSIGN, "assign"), _typed_in(ATTACH, "attach")
+    res = P.run(P.check_bucketed_ddp, 2, attach, assign, 2**14, backend="gloo")
+    for r in res:
+        assert r["vs one process"] < 1e-6 and r["vs torch DDP"] < 1e-6, r
+        assert r["all-reduces per step"] == len(r["buckets"]) > 1
+        assert r["started during backward"] == len(r["buckets"])   # every bucket left before backward() returned
+    late = _typed_in(ATTACH.replace("def finish():", "def finish():\n        pending.clear()  # never all-reduced\n        return\n"), "attach")
+    res = P.run(P.check_bucketed_ddp, 2, late, assign, 2**14, backend="gloo")
+    assert res[0]["vs one process"] > 1e-4                         # the check sees unaveraged gradients
+    rows = P.run(P.time_bucketed_step, 2, attach, assign, (0, 2**30), 4, 64, 16, 3, backend="gloo")[0]
+    assert [r["buckets"] for r in rows] == [8, 1, None] and all(r["seconds"] > 0 for r in rows)
+    no_source = {"__name__": "__main__"}
+    exec("def g():\n    return 1\n", no_source)               # typed in, but no cell holds its source
+    with pytest.raises(ValueError, match="source cannot be read"):
+        P.run(no_source["g"], 2, backend="gloo")

@@ -5,7 +5,10 @@ misses and memory allocation, and GPU work is asynchronous (the call returns bef
 is done). `benchmark` warms up, synchronises the device around every run, repeats until it
 has spent `min_time_s`, and reports the median and the interquartile range.
 """
+import contextlib
+import os
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -136,3 +139,18 @@ def _benchmark_cuda(fn, device: torch.device, warmup: int, min_repeats: int, max
         torch.cuda.synchronize(device)
         times += [start.elapsed_time(end) * 1e-3 for start, end in events]
     return Timing(times, device=str(device))
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what C++ code writes to file descriptor 2 (the profiler's "USDT: profiler_start"
+    lines, printed red in a notebook); Python's own errors still reach sys.stderr afterwards."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

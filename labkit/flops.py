@@ -5,11 +5,8 @@ a multiply-add is 2 FLOP; bias adds, softmax, normalisation and activations coun
 model formulas; a backward pass costs twice its forward (gradient w.r.t. the input and
 w.r.t. the weight, each a matmul of the same size).
 """
-import contextlib
 import math
 import operator
-import os
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .bench import benchmark
+from .bench import benchmark, quiet_native_stderr
 
 # ---------------------------------------------------------------- model FLOP (formulas)
 
@@ -322,21 +319,6 @@ def op_class(name: str) -> str:
     return "other"
 
 
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence what C++ code writes to file descriptor 2 (the profiler's "USDT: profiler_start"
-    lines, printed red in a notebook); Python's own errors still reach sys.stderr afterwards."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def profile_ops(layer: nn.Module, x: torch.Tensor, backward: bool = True, iters: int = 3) -> list[dict]:
     """Profile layer(x) (and its backward) op by op, one row per aten op, per iteration:
     {"op", "class", "flop", "self_s", "total_s", "calls"}.
@@ -366,13 +348,13 @@ def profile_ops(layer: nn.Module, x: torch.Tensor, backward: bool = True, iters:
         step()
     cuda = x.device.type == "cuda"
     prof = profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else []), record_shapes=True)
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         prof.start()
     for _ in range(iters):
         step()
     if cuda:
         torch.cuda.synchronize(x.device)
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         prof.stop()
     _, counted = count_flops(step)
     counted = {"aten::" + str(op).split(".")[1]: n for op, n in counted.items()}  # aten.mm -> aten::mm

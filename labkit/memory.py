@@ -90,6 +90,7 @@ class Stack(nn.Module):
     def __init__(self, layers: int = 4, d: int = 256, heads: int = 4, vocab: int = 4096, context: int = 256):
         super().__init__()
         self.embed = nn.Embedding(vocab, d)
+        nn.init.normal_(self.embed.weight, std=0.02)         # GPT-2's: a first loss near ln(vocab)
         self.pos = nn.Parameter(torch.zeros(context, d))
         self.blocks = nn.ModuleList(Block(d, heads, context) for _ in range(layers))
         self.ln = nn.LayerNorm(d)
@@ -159,8 +160,8 @@ def peak_bytes(fn, *args, device=None) -> int:
         return torch.cuda.max_memory_allocated(device) - before
     from torch.profiler import ProfilerActivity, profile
 
-    from .flops import _quiet_native_stderr
-    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    from .bench import quiet_native_stderr
+    with quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn(*args)
     events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns())
     live = peak = 0

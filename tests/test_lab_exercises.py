@@ -302,6 +302,70 @@ WRONG = {
             "    rest = (grad + residual).flatten().clone()\n    rest[idx] = 0\n"
             "    return idx, g[idx], rest.view_as(grad)"],
     },
+    "08-memory": {
+        "ex1-state": [  # mixed precision without the fp32 master weight
+            "def state_bytes(optimizer, mixed=False):\n"
+            "    moments = {'sgd': 0, 'momentum': 1, 'adam': 2}\n"
+            "    if optimizer not in moments:\n        raise ValueError(f'unknown optimizer {optimizer!r}')\n"
+            "    return (2 + 2 if mixed else 4 + 4) + 4 * moments[optimizer]"],
+        "ex2-activations": [
+            # the attention scores forgotten: right at one T only by chance
+            "def activation_bytes(b, T, d, heads, act_bytes=4):\n"
+            "    return b * T * (act_bytes * 16 * d + 16)",
+            # GELU's output forgotten (it is the last linear layer's input)
+            "def activation_bytes(b, T, d, heads, act_bytes=4):\n"
+            "    return b * T * (act_bytes * (12 * d + heads * T) + 16)",
+            # LayerNorm's statistics forgotten
+            "def activation_bytes(b, T, d, heads, act_bytes=4):\n"
+            "    return b * T * act_bytes * (16 * d + heads * T)"],
+        "ex3-loss-scale": [
+            # the gradients never unscaled: the step is scale times too large
+            "def loss_scaled_step(model, loss, opt, scaler):\n"
+            "    (loss * scaler['scale']).backward()\n"
+            "    finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)\n"
+            "    if finite:\n        opt.step()\n        scaler['good'] += 1\n"
+            "        if scaler['good'] == scaler['interval']:\n            scaler['scale'] *= 2.0\n            scaler['good'] = 0\n"
+            "    else:\n        scaler['scale'] *= 0.5\n        scaler['good'] = 0\n"
+            "    opt.zero_grad()\n    return finite",
+            # an overflow skipped, but the scale kept: the next step overflows again
+            "def loss_scaled_step(model, loss, opt, scaler):\n"
+            "    (loss * scaler['scale']).backward()\n"
+            "    grads = [p.grad for p in model.parameters() if p.grad is not None]\n"
+            "    finite = all(torch.isfinite(g).all() for g in grads)\n"
+            "    if finite:\n        for g in grads:\n            g.div_(scaler['scale'])\n        opt.step()\n"
+            "        scaler['good'] += 1\n"
+            "        if scaler['good'] == scaler['interval']:\n            scaler['scale'] *= 2.0\n            scaler['good'] = 0\n"
+            "    opt.zero_grad()\n    return finite"],
+        "ex4-checkpoint": [
+            # the whole stack as one checkpoint, whatever `every`
+            "from torch.utils.checkpoint import checkpoint\n"
+            "def checkpoint_blocks(blocks, x, every):\n"
+            "    def run(h):\n        for blk in blocks:\n            h = blk(h)\n        return h\n"
+            "    return run(x) if every == 0 else checkpoint(run, x, use_reentrant=False)",
+            # no checkpointing at all
+            "def checkpoint_blocks(blocks, x, every):\n"
+            "    for blk in blocks:\n        x = blk(x)\n    return x"],
+        "ex5-zero": [  # stage 1 shards Adam's moments but not the fp32 master weights
+            "def zero_bytes(stage, world):\n"
+            "    sharded = {0: 0, 1: 8, 2: 10, 3: 16}[stage]\n    return 16 - sharded + sharded / world"],
+        "ex6-zero1": [
+            # Adam's bias correction forgotten
+            "def zero1_adam_step(param, grad, state, lr, t):\n"
+            "    p, r = dist.get_world_size(), dist.get_rank()\n    n = param.numel() // p\n"
+            "    piece = slice(r * n, (r + 1) * n)\n    g = grad[piece]\n"
+            "    if not state:\n        state['m'], state['v'] = torch.zeros_like(g), torch.zeros_like(g)\n"
+            "    m, v = state['m'], state['v']\n"
+            "    m.mul_(0.9).add_(g, alpha=0.1)\n    v.mul_(0.999).addcmul_(g, g, value=0.001)\n"
+            "    mine = param[piece] - lr * m / (v.sqrt() + 1e-8)\n"
+            "    pieces = [torch.empty_like(mine) for _ in range(p)]\n    dist.all_gather(pieces, mine)\n"
+            "    param.copy_(torch.cat(pieces))",
+            # right numbers, but every rank keeps the moments of every entry: nothing sharded
+            "def zero1_adam_step(param, grad, state, lr, t):\n"
+            "    if not state:\n        state['m'], state['v'] = torch.zeros_like(grad), torch.zeros_like(grad)\n"
+            "    m, v = state['m'], state['v']\n"
+            "    m.mul_(0.9).add_(grad, alpha=0.1)\n    v.mul_(0.999).addcmul_(grad, grad, value=0.001)\n"
+            "    param.sub_(lr * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8))"],
+    },
     "03-int8": {
         "ex1-absmax": [
             # no clamp: a value past a static scale's range wraps around in int8

@@ -60,7 +60,7 @@ validate: $(LAB_DEPS)
 
 # Everything: unit tests, every notebook in quick mode (nbval), the grading pipeline.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=300 --timeout=900 --durations=10 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-cell-timeout=300 --timeout=900 --durations=25 $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not integration" $(PYTEST_ARGS)

@@ -34,11 +34,13 @@ def test_a_wrong_order_deadlocks_and_bad_arguments_are_named():
 
 
 @pytest.mark.parametrize("world, kind", [(2, "gpipe"), (4, "1f1b")])
-def test_a_real_pipeline_equals_the_whole_model_in_one_process(world, kind):
-    res = P.run(PP.run_pipeline, world, kind, 4, backend="gloo")
+def test_a_real_pipeline_equals_the_whole_model_in_one_process_and_idles_as_the_formula_says(world, kind):
+    res = P.run(PP.run_pipeline, world, kind, 4, 8, 64, 8, 0.01, backend="gloo")   # ops padded to 10 / 20 ms
     assert all(r["grad diff"] <= 1e-6 for r in res), [r["grad diff"] for r in res]
     assert res[-1]["loss"] == pytest.approx(res[-1]["reference loss"], rel=1e-6)
     assert [r["most held"] for r in res] == PP.in_flight(PP.schedule(kind, world, 4))
     for r, ops in zip(res, PP.schedule(kind, world, 4)):
         assert [(k, i) for k, i, _, _ in r["timeline"]] == ops
         assert all(0 <= start <= end for _, _, start, end in r["timeline"])
+    idle = PP.idle_fraction([r["timeline"] for r in res])       # each rank's clock starts at a common barrier
+    assert idle == pytest.approx([PP.bubble_fraction(world, 4)] * world, abs=0.05)

@@ -51,3 +51,9 @@ def watch_inputs(model: nn.Module, run, on_input, skip=("lm_head",)) -> None:
     finally:
         for h in hooks:
             h.remove()
+
+
+def gelu_stack(layers: int, width: int) -> nn.Sequential:
+    """`layers` blocks of Linear(width, width) + GELU: a deep model of many small gradient tensors,
+    cut into pipeline stages or data-parallel buckets by whole blocks (model[i:j])."""
+    return nn.Sequential(*[nn.Sequential(nn.Linear(width, width), nn.GELU()) for _ in range(layers)])

@@ -34,6 +34,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import gelu_stack
+
 # ---------------------------------------------------------------- processes
 
 
@@ -461,12 +463,6 @@ def time_dp_step(d: int = 512, hidden: int = 2048, global_batches=(256, 1024), s
     return rows
 
 
-def deep_mlp(layers: int = 8, width: int = 256) -> nn.Sequential:
-    """`layers` Linear(width, width) + GELU blocks: many gradient tensors (2 per layer), the case
-    where sending each one alone pays the all-reduce latency again and again."""
-    return nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(width, width), nn.GELU())])
-
-
 def _watch_all_reduce():
     """A wrapper for dist.all_reduce that counts calls and how many were made while `during` is set."""
     real, seen = dist.all_reduce, {"calls": 0, "during backward": 0, "backward": False}
@@ -490,15 +486,15 @@ def _bucketed_step(model, opt, x, y, finish, seen):
 
 def check_bucketed_ddp(attach, assign, cap_bytes: int = 2**16, steps: int = 3, layers: int = 6,
                        width: int = 64, batch: int = 32, seed: int = 0) -> dict:
-    """On every rank: train deep_mlp(layers, width) for `steps` SGD steps with a student's DDP,
+    """On every rank: train gelu_stack(layers, width) for `steps` SGD steps with a student's DDP,
     buckets = assign(gradient bytes per parameter, cap_bytes), finish = attach(model, buckets),
     then per step backward() and finish(); against one process on the whole batch (the
     reference) and torch's DDP with the same cap. Returns the largest parameter differences, the
     all-reduces per step, how many were started while backward() was still running, the buckets."""
     from torch.nn.parallel import DistributedDataParallel as DDP
     torch.manual_seed(seed)
-    ref = deep_mlp(layers, width)
-    mine, theirs = deep_mlp(layers, width), deep_mlp(layers, width)
+    ref = gelu_stack(layers, width)
+    mine, theirs = gelu_stack(layers, width), gelu_stack(layers, width)
     mine.load_state_dict(ref.state_dict())
     theirs.load_state_dict(ref.state_dict())
     theirs = DDP(theirs, bucket_cap_mb=cap_bytes / 2**20)
@@ -529,11 +525,10 @@ def check_bucketed_ddp(attach, assign, cap_bytes: int = 2**16, steps: int = 3, l
 
 def time_bucketed_step(attach, assign, caps_bytes=(0, 2**16, 2**20, 2**30), layers: int = 8, width: int = 256,
                        batch: int = 64, steps: int = 10, seed: int = 0) -> list[dict]:
-    """On every rank: median seconds per data-parallel training step of deep_mlp(layers, width)
+    """On every rank: median seconds per data-parallel training step of gelu_stack(layers, width)
     with a student's DDP at each bucket cap (0: every tensor alone; 2**30: one bucket), and with
     torch's DDP at its default (25 MiB, a 1 MiB first bucket). 2 warm-up steps each."""
     from torch.nn.parallel import DistributedDataParallel as DDP
-    torch.manual_seed(seed)
     x, y = _regression(seed, batch * world(), width)
     x, y = shard(x), shard(y)
     sync = torch.cuda.synchronize if device().type == "cuda" else (lambda: None)
@@ -541,7 +536,7 @@ def time_bucketed_step(attach, assign, caps_bytes=(0, 2**16, 2**20, 2**30), laye
     rows = []
     for cap in (*caps_bytes, "ddp"):
         torch.manual_seed(seed)
-        model = deep_mlp(layers, width).to(device())
+        model = gelu_stack(layers, width).to(device())
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         real, counting, seen = _watch_all_reduce()
         dist.all_reduce = counting

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import gelu_stack
+
 KINDS = ("gpipe", "1f1b")
 
 
@@ -108,9 +110,9 @@ def in_flight(ops) -> list[int]:
 
 
 def mlp_stack(layers: int = 8, d: int = 64, seed: int = 0) -> nn.Sequential:
-    """`layers` Linear(d, d) + GELU blocks: the model the pipeline cuts (layers divisible by p)."""
+    """The model the pipeline cuts (layers divisible by p): layers.gelu_stack, seeded."""
     torch.manual_seed(seed)
-    return nn.Sequential(*[nn.Sequential(nn.Linear(d, d), nn.GELU()) for _ in range(layers)])
+    return gelu_stack(layers, d)
 
 
 def run_pipeline(kind: str = "1f1b", m: int = 4, layers: int = 8, d: int = 64, micro: int = 8,

@@ -7,6 +7,7 @@ FP4 (E2M1): a tiny floating-point format, same blockwise absmax scaling, levels 
 Double quantization: the fp32 block scales are themselves quantized to 8 bits, in blocks of 256.
 Bits per parameter count everything stored: codes + scales (+ zeros) + second-level scales.
 """
+import functools
 import math
 
 import torch
@@ -89,12 +90,17 @@ def fake_quant_fp4(w: torch.Tensor, blocksize: int = 64) -> torch.Tensor:
     return dequantize_4bit(codes, absmax, w.shape, "fp4").to(w.dtype)
 
 
+@functools.lru_cache(maxsize=1)
+def _dynamic_map() -> torch.Tensor:
+    import bitsandbytes.functional as bnbf
+    return bnbf.create_dynamic_map(signed=True).float()
+
+
 def dynamic_map() -> torch.Tensor:
     """bitsandbytes' signed dynamic 8-bit map (256 values in [-1, 1], dense near 0: a sign, an
     exponent written as a run of zero bits, then linear fraction bits): the code double
     quantization stores block scales in."""
-    import bitsandbytes.functional as bnbf
-    return bnbf.create_dynamic_map(signed=True).float()
+    return _dynamic_map().clone()          # built once (bitsandbytes loops in Python over 256 codes)
 
 
 def double_quant(absmax: torch.Tensor, blocksize: int = 256) -> torch.Tensor:

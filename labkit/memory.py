@@ -258,13 +258,17 @@ def fsdp_bytes(d: int = 64, layers: int = 4, seed: int = 0) -> dict:
     """On every rank: a stack of `layers` MLPs sharded with PyTorch's FSDP2 (fully_shard on each,
     then on the whole: ZeRO stage 3), one Adam step; the bytes this rank holds of parameters,
     gradients and Adam state (local shards), and the parameter count."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     torch.manual_seed(seed)
     model = nn.Sequential(*[_mlp(d, seed + i) for i in range(layers)])
     n = sum(q.numel() for q in model.parameters())
+    # a CPU mesh, named: FSDP's default mesh is on CUDA whenever a GPU is visible, even under gloo ranks
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
     for m in model:
-        fully_shard(m)
-    fully_shard(model)
+        fully_shard(m, mesh=mesh)
+    fully_shard(model, mesh=mesh)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(8, d)
     model(x).pow(2).mean().backward()

@@ -4,6 +4,7 @@
 #
 #   bash scripts/gpu_node_check.sh [OUTDIR]      # default OUTDIR: runs/gpu-check
 #   PY=.venv/bin/python bash scripts/gpu_node_check.sh
+#   SKIP='record_sparse|07-parallel' NOTEBOOKS='notebooks/01-flops/01-flops.ipynb' NB_LIMIT=60 bash scripts/gpu_node_check.sh
 #
 # 1. the machine (nvidia-smi, versions); 2. the recordings the labs show to students without a
 # GPU (scripts/bench_kernels.py --quick, record_sparse.py, record_energy.py: data/measurements/);
@@ -19,6 +20,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MPLBACKEND=
 summary=()
 step() {  # step NAME SECONDS CMD...
     local name=$1 limit=$2; shift 2
+    if [[ -n "${SKIP:-}" && "$name" =~ ^(${SKIP})$ ]]; then summary+=("$(printf '%-28s skipped (SKIP)' "$name")"); return; fi
     local t0=$SECONDS
     echo "=== $name (limit ${limit} s): $*"
     timeout -k 5 "$limit" "$@" 2>&1
@@ -31,9 +33,10 @@ step() {  # step NAME SECONDS CMD...
     step record_sparse 60 $PY scripts/record_sparse.py
     step record_energy 100 $PY scripts/record_energy.py
     cp data/measurements/*.json "$OUT"/ 2>/dev/null
+    step probe_targets 90 $PY scripts/probe_gpu_targets.py
     step gpu_tests 150 $PY -m pytest -m gpu -q -p no:cacheprovider tests --continue-on-collection-errors
     for nb in ${NOTEBOOKS:-notebooks/*/*.ipynb}; do
-        step "$(basename "$nb" .ipynb)" "${NB_LIMIT:-75}" $PY scripts/run_plain.py "$nb" --budget "${NB_LIMIT:-75}"
+        step "$(basename "$nb" .ipynb)" "${NB_LIMIT:-75}" $PY scripts/run_plain.py "$nb" --budget "${NB_LIMIT:-75}" --keep-going
     done
     echo "=== summary"
     printf '%s\n' "${summary[@]}"

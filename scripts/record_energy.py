@@ -33,8 +33,8 @@ def main() -> None:
         busy(12, lambda: a @ a)
     sampler.stop(state, 0)
     steady = [{"method": r.method, "joules": r.joules, "seconds": r.duration_s, "note": r.note} for r in w.readings]
-    t0 = state["t"][0]
-    trace = {"t_s": [t - t0 for t in state["t"]][::10], "watts": state["w"][::10]}
+    t0 = state.times[0]
+    trace = {"t_s": [t - t0 for t in state.times][::10], "watts": state.watts[::10]}
     sweep = []
     for dtype in (torch.float32, torch.float16):
         for n in (1024, 2048, 4096, 8192):

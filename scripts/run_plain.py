@@ -7,7 +7,7 @@ cells run in order in one namespace, as a kernel would run them, with the parame
 set by --full. IPython magics and shell lines (`%...`, `!...`) are skipped and said so. Each cell
 is compiled under its own file name in linecache, so functions defined in a cell keep their source
 (labkit.parallel sends notebook functions to its ranks as source). Prints each cell's time; the
-exit code is 1 if a cell raised, 2 if the time budget ran out. Figures go to the Agg backend.
+exit code is 1 if a cell raised (--keep-going: the later cells run all the same), 2 if the time budget ran out. Figures go to the Agg backend.
 """
 import argparse
 import json
@@ -25,13 +25,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("notebook", type=Path)
     ap.add_argument("--full", action="store_true", help="QUICK = False (the full sizes)")
+    ap.add_argument("--keep-going", action="store_true", help="run the later cells after a cell fails")
     ap.add_argument("--budget", type=float, default=600.0, help="stop after this many seconds (default 600)")
     a = ap.parse_args()
     cells = [c for c in json.loads(a.notebook.read_text())["cells"] if c["cell_type"] == "code"]
     os.chdir(a.notebook.parent)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     ns = {"__name__": "__main__"}
-    t_start = time.perf_counter()
+    t_start, failed = time.perf_counter(), []
     for i, cell in enumerate(cells):
         lines = "".join(cell["source"]).splitlines()
         if "parameters" in cell.get("metadata", {}).get("tags", []) or (i == 0 and lines and lines[0].startswith("QUICK")):
@@ -46,14 +47,18 @@ def main() -> int:
         except Exception:
             traceback.print_exc()
             print(f"[{a.notebook.stem}] cell {i} FAILED after {time.perf_counter() - t0:.1f} s", flush=True)
+            failed.append(i)
+            if a.keep_going:
+                continue
             return 1
         print(f"[{a.notebook.stem}] cell {i} ok in {time.perf_counter() - t0:.1f} s"
               + (f" (skipped {len(skipped)} magic line(s))" if skipped else ""), flush=True)
         if time.perf_counter() - t_start > a.budget:
             print(f"[{a.notebook.stem}] budget of {a.budget:.0f} s spent after cell {i} of {len(cells)}", flush=True)
             return 2
-    print(f"[{a.notebook.stem}] all {len(cells)} code cells ran in {time.perf_counter() - t_start:.1f} s", flush=True)
-    return 0
+    print(f"[{a.notebook.stem}] {len(cells) - len(failed)} of {len(cells)} code cells ran in "
+          f"{time.perf_counter() - t_start:.1f} s" + (f"; failed: cells {failed}" if failed else ""), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ instead of all m.
     bubble_fraction(p, m)         (p − 1) / (m + p − 1)
     simulate(ops, t_f, t_b)       start and end of every op, each waiting for its neighbour
     idle_fraction(timeline)       per stage, the share of the step spent waiting (simulated or measured)
+    draw(timeline)                the timeline as bars, stages × time
     in_flight(ops)                the most micro-batches whose activations a stage holds at once
     run_pipeline(kind, m, ...)    on ranks (labkit.parallel.run): an MLP cut into p stages, trained
                                   one step with point-to-point sends; its loss and gradients against
@@ -370,6 +371,27 @@ def run_dp_pp(m: int = 4, layers: int = 8, d: int = 64, micro: int = 8, seed: in
             "stage parameters": flat.numel()}
 
 
+def draw(timeline, ax=None, title=None, t_unit: float = 1.0, unit: str = "time units", labels=None):
+    """A pipeline's timeline as bars: one row per stage (or worker), forwards light and backwards
+    dark, each labelled with its micro-batch. timeline: simulate()'s or run_pipeline's form. t_unit
+    divides the times (1e-3 for ms). labels: micro-batch → text, e.g. to tell Chimera's directions
+    apart. Returns the Axes."""
+    import matplotlib.pyplot as plt
+    from .plots import COLORS
+    ax = ax or plt.subplots(figsize=(8, 0.5 + 0.45 * len(timeline)))[1]
+    for s, ops in enumerate(timeline):
+        for k, i, start, end in ops:
+            ax.barh(s, (end - start) / t_unit, left=start / t_unit, height=0.8, edgecolor="white",
+                    color=COLORS[0] if k == "F" else COLORS[1], alpha=0.55 if k == "F" else 0.9)
+            ax.text((start + end) / 2 / t_unit, s, labels(i) if labels else str(i), ha="center", va="center", fontsize=7)
+    ax.set_yticks(range(len(timeline)), [f"stage {s}" for s in range(len(timeline))])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"time [{unit}]")
+    ax.set_title(title or "pipeline timeline (light: forward, dark: backward)")
+    ax.grid(False)
+    return ax
+
+
 # ---------------------------------------------------------------- 3-D planning
 
 
@@ -466,11 +488,11 @@ def plan(model: Model, cluster: Cluster, dp: int, tp: int, pp: int, global_batch
 
 def layouts(model: Model, cluster: Cluster, global_batch: int, micro_batch: int = 1, **kw) -> list[dict]:
     """plan() for every dp × tp × pp = GPUs with tp a power of two within a node dividing the heads,
-    pp dividing the layers, and dp · micro_batch dividing the global batch; fastest first, layouts
-    that do not fit in memory last."""
+    pp ≤ 64 and at most the layer count (a stage takes ceil(layers/pp) layers), and dp · micro_batch
+    dividing the global batch; fastest first, layouts that do not fit in memory last."""
     out = []
     for tp in (t for t in (1, 2, 4, 8, 16) if t <= cluster.gpus_per_node and model.heads % t == 0):
-        for pp in (q for q in range(1, model.layers + 1) if model.layers % q == 0):
+        for pp in range(1, min(64, model.layers) + 1):
             if cluster.gpus % (tp * pp):
                 continue
             dp = cluster.gpus // (tp * pp)

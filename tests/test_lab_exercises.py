@@ -302,6 +302,49 @@ WRONG = {
             "    rest = (grad + residual).flatten().clone()\n    rest[idx] = 0\n"
             "    return idx, g[idx], rest.view_as(grad)"],
     },
+    "09-pipeline": {
+        "ex1-1f1b": [
+            # no warm-up: one forward, one backward from the start (valid, but the pipeline never fills)
+            "def one_f_one_b(p, m):\n"
+            "    return [[op for i in range(m) for op in (('F', i), ('B', i))] for s in range(p)]",
+            # one warm-up forward too many: p - s instead of p - s - 1
+            "def one_f_one_b(p, m):\n"
+            "    ops = []\n"
+            "    for s in range(p):\n"
+            "        warm = min(p - s, m)\n"
+            "        st = [('F', i) for i in range(warm)]\n"
+            "        f, b = warm, 0\n"
+            "        while f < m:\n            st += [('F', f), ('B', b)]\n            f, b = f + 1, b + 1\n"
+            "        st += [('B', i) for i in range(b, m)]\n"
+            "        ops.append(st)\n"
+            "    return ops"],
+        "ex2-op": [  # the loss not divided by m: gradients m times too large
+            "def pipeline_op(kind, i, stage, held, x, y, m, prev, nxt):\n"
+            "    if kind == 'F':\n"
+            "        if prev is None:\n            inp = x\n"
+            "        else:\n            inp = torch.empty_like(x)\n            dist.recv(inp, src=prev)\n            inp.requires_grad_()\n"
+            "        out = stage(inp)\n"
+            "        if nxt is None:\n            out = F.mse_loss(out, y)\n"
+            "        held[i] = (inp, out)\n"
+            "        return [] if nxt is None else [dist.isend(out.detach().contiguous(), dst=nxt)]\n"
+            "    inp, out = held.pop(i)\n"
+            "    if nxt is None:\n        out.backward()\n"
+            "    else:\n        grad = torch.empty_like(out)\n        dist.recv(grad, src=nxt)\n        out.backward(grad)\n"
+            "    return [] if prev is None else [dist.isend(inp.grad.contiguous(), dst=prev)]"],
+        "ex3-idle": [  # each rank's own span instead of the step's
+            "def idle_shares(timelines):\n"
+            "    return [1 - sum(e - s for _, _, s, e in ops) / (ops[-1][3] - ops[0][2]) for ops in timelines]"],
+        "ex4-memory": [  # GPipe's count: every micro-batch held
+            "def gpu_memory(model, dp, tp, pp, m, micro_batch=1):\n"
+            "    b, s, h, a = micro_batch, model.seq, model.hidden, model.heads\n"
+            "    return 16 * model.params / (tp * pp) + (34 * b * s * h + 5 * b * s * s * a) * math.ceil(model.layers / pp) * m / tp"],
+        "ex5-comm": [  # both directions counted on every stage, the end stages too
+            "def step_bytes(model, dp, tp, pp, m, micro_batch=1, wire_bytes=2):\n"
+            "    act = micro_batch * model.seq * model.hidden * wire_bytes\n"
+            "    return {'tp': math.ceil(model.layers / pp) * m * 4 * 2 * (tp - 1) / tp * act,\n"
+            "            'pp': 0 if pp == 1 else 2 * m * act,\n"
+            "            'dp': 2 * (dp - 1) / dp * wire_bytes * model.params / (tp * pp)}"],
+    },
     "08-memory": {
         "ex1-state": [  # mixed precision without the fp32 master weight
             "def state_bytes(optimizer, mixed=False):\n"

@@ -4,8 +4,10 @@ solution passes all its tests, hidden ones included, nbval checks when it runs t
 
 Hand-ins, graded in parallel: the instructor source (full marks), the blank release (0, and
 grading finishes), one with an infinite loop in exercise 2 (cut by the cell timeout, the rest
-still graded, listed for a re-run) and one whose kernel dies in exercise 2 (never scored as passing). The grading machine is fresh:
-no peaks cached, so the peaks are measured before any hand-in runs, never inside one's timeout.
+still graded, listed for a re-run), one whose kernel dies in exercise 2 (never scored as passing),
+one that calls labkit's twin in exercise 1 and snoops from exercise 3, and one that patches a test
+helper. The grading machine is fresh: no peaks cached, so the peaks are measured before any
+hand-in runs, never inside one's timeout.
 """
 import csv
 import json
@@ -87,9 +89,10 @@ def results(course, fresh_cache):
     grading.submit(LAB, "blank", release, course)
     hand_in("loops", {"ex2-attention": "while True:\n    pass"})
     hand_in("dies", {"ex2-attention": "import os\nos._exit(1)"})
-    hand_in("borrows", {"ex1-days": "def days_to_train(*args):\n    return flops.training_days(*args)"})
+    # borrows: exercise 1 calls labkit's twin, and exercise 3 (correct) also snoops (one hand-in, two checks)
+    hand_in("borrows", {"ex1-days": "def days_to_train(*args):\n    return flops.training_days(*args)",
+                        "ex3-gpt": solutions["ex3-gpt"] + SNOOP.format(root=course)})
     hand_in("patches", {"ex1-days": "import torch\ntorch.testing.assert_close = lambda *a, **k: None\n" + solutions["ex1-days"]})
-    hand_in("snoops", {"ex1-days": solutions["ex1-days"] + SNOOP.format(root=course)})
     return grading.autograde(LAB, course, cell_timeout_s=30)
 
 
@@ -176,9 +179,9 @@ def test_hand_in_cannot_read_other_work_or_write_outside_its_folder(results, cou
         if os.environ.get("CI") == "true":
             pytest.fail("CI must grade in the sandbox: install bubblewrap")
         pytest.skip("bubblewrap (bwrap) is not available here")
-    r = results["snoops"]
-    assert r.status == "graded" and r.score == AUTO
-    graded = nbformat.read(course / "autograded" / "snoops" / LAB / f"{LAB}.ipynb", 4)
+    r = results["borrows"]                     # its exercise 3 snoops; only exercise 1's borrowing costs points
+    assert r.score == AUTO - 2 and r.cells["ex3-gpt-tests"][0] == r.cells["ex3-gpt-tests"][1]
+    graded = nbformat.read(course / "autograded" / "borrows" / LAB / f"{LAB}.ipynb", 4)
     printed = "".join(o.get("text", "") for c in graded.cells for o in c.get("outputs", []))
     line = printed.split("SNOOP ")[1].splitlines()[0]
     assert line == "['FileNotFoundError', 'FileNotFoundError', 'FileNotFoundError', 'OSError']", line  # read-only
@@ -227,10 +230,10 @@ def test_cli_lists_hand_ins_to_re_run_and_export_tells_statuses_apart(results, c
 
 def test_class_statistics_per_exercise_and_plot(results, course, capsys):
     st = grading.stats(LAB, course)
-    # scored: instructor 18, blank 0, loops 16 (ex2 0), borrows 16 (ex1 0), patches 0, snoops 18
+    # scored: instructor 18, blank 0, loops 16 (ex2 0), borrows 16 (ex1 0), patches 0
     ex1, ex2 = st["ex1-days-tests"], st["ex2-attention-tests"]
-    assert ex1["n"] == 6 and ex1["points"] == 2 and ex1["counts"] == {0.0: 3, 2.0: 3}
-    assert ex2["counts"] == {0.0: 3, 2.0: 3} and ex2["full"] == 0.5 and abs(ex2["mean"] - 1.0) < 1e-9
+    assert ex1["n"] == 5 and ex1["points"] == 2 and ex1["counts"] == {0.0: 3, 2.0: 2}
+    assert ex2["counts"] == {0.0: 3, 2.0: 2} and ex2["full"] == 0.4 and abs(ex2["mean"] - 0.8) < 1e-9
     assert st["status"]["died"] == 1 and st["status"]["flagged"] == 2
     assert grading.main(["stats", LAB, "--root", str(course)]) == 0
     assert "ex1-days-tests" in capsys.readouterr().out

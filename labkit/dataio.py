@@ -18,6 +18,8 @@ future) and prefetching exactly what will be read next.
     brute_force_min_misses(order, capacity)       the fewest misses any eviction choice gets (small cases)
     Prefetcher(store, order, depth, threads)      reads ahead in the known order, at most `depth`
                                                   samples in memory, yields them in order
+    devices_needed(samples/s, bytes, device B/s)  the deck's SSDs-per-GPU arithmetic
+    stage_times(store, order, batch, device)      seconds in open, read, decode, collate, copy
 """
 import collections
 import os
@@ -251,3 +253,40 @@ class Prefetcher:
                 nxt = next(ahead, None)                        # the consumer is done with i: one more may be read
                 if nxt is not None:
                     pending.append((nxt, pool.submit(self.store.read, nxt)))
+
+
+def devices_needed(samples_per_s: float, mean_bytes: float, device_bytes_per_s: float) -> dict:
+    """The deck's arithmetic: the read rate a consumer of samples_per_s samples of mean_bytes needs,
+    and how many storage devices of device_bytes_per_s (random reads of that size) supply it."""
+    if min(samples_per_s, mean_bytes, device_bytes_per_s) <= 0:
+        raise ValueError(f"all three must be > 0, got {samples_per_s!r}, {mean_bytes!r}, {device_bytes_per_s!r}")
+    rate = samples_per_s * mean_bytes
+    return {"bytes_per_s": rate, "devices": rate / device_bytes_per_s}
+
+
+def stage_times(store: Store, order, batch: int = 32, device="cpu", side: int = 32) -> dict:
+    """Load the samples of `order` in batches, in this process, timing each stage on its own: open
+    and read (the store's counters), decode, collate (stack into a batch) and the copy to `device`
+    (pinned memory and a synchronise on CUDA). Seconds per stage, samples and bytes."""
+    import torch
+    dev = torch.device(device)
+    store.files = store.bytes = 0
+    store.open_s = store.read_s = 0.0
+    decode_s = collate_s = copy_s = 0.0
+    order = list(order)
+    for k in range(0, len(order), batch):
+        raw = [store.read(i) for i in order[k:k + batch]]
+        t = time.perf_counter()
+        imgs = [decode(b, side) for b in raw]
+        t1 = time.perf_counter()
+        x = torch.stack(imgs)
+        t2 = time.perf_counter()
+        if dev.type == "cuda":
+            x = x.pin_memory().to(dev, non_blocking=True)
+            torch.cuda.synchronize(dev)
+        else:
+            x = x.to(dev)
+        t3 = time.perf_counter()
+        decode_s, collate_s, copy_s = decode_s + t1 - t, collate_s + t2 - t1, copy_s + t3 - t2
+    return {"open": store.open_s, "read": store.read_s, "decode": decode_s, "collate": collate_s, "copy": copy_s,
+            "samples": len(order), "bytes": store.bytes}

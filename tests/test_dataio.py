@@ -108,3 +108,14 @@ def test_prefetcher_keeps_at_most_depth_samples_in_memory(tmp_path):
         consumed = k + 1
         assert len(started) - consumed <= 3, (len(started), consumed)   # this one held + at most 3 ahead
     assert consumed == 20 and sorted(started) == list(range(20))
+
+
+def test_the_deck_s_arithmetic_and_the_stage_times(tmp_path):
+    need = IO.devices_needed(81_000, IO.IMAGENET_MEAN_BYTES, 190 * 2**20)
+    assert need["bytes_per_s"] / 2**30 == pytest.approx(8.88, abs=0.01) and need["devices"] == pytest.approx(47.9, abs=0.1)
+    with pytest.raises(ValueError):
+        IO.devices_needed(0, 1, 1)
+    paths = IO.make_dataset(tmp_path, n=40, seed=0, scale=1 / 64)
+    st = IO.stage_times(IO.Store(paths), range(40), batch=16, side=8)
+    assert st["samples"] == 40 and st["bytes"] == sum(p.stat().st_size for p in paths)
+    assert all(st[k] > 0 for k in ("open", "read", "decode", "collate", "copy"))

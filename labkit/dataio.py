@@ -20,6 +20,7 @@ future) and prefetching exactly what will be read next.
                                                   samples in memory, yields them in order
     devices_needed(samples/s, bytes, device B/s)  the deck's SSDs-per-GPU arithmetic
     stage_times(store, order, batch, device)      seconds in open, read, decode, collate, copy
+    drop_cache(path), filesystem(path)            the page cache, and where the files live
 """
 import collections
 import os
@@ -290,3 +291,19 @@ def stage_times(store: Store, order, batch: int = 32, device="cpu", side: int = 
         decode_s, collate_s, copy_s = decode_s + t1 - t, collate_s + t2 - t1, copy_s + t3 - t2
     return {"open": store.open_s, "read": store.read_s, "decode": decode_s, "collate": collate_s, "copy": copy_s,
             "samples": len(order), "bytes": store.bytes}
+
+
+def filesystem(path) -> str:
+    """The type of the file system holding path (from /proc/mounts, the longest matching mount
+    point), e.g. "ext4", "overlay", "tmpfs"; "unknown" where /proc/mounts is missing."""
+    path = str(Path(path).resolve())
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                _, point, fstype, *_ = line.split()
+                if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+                    best, kind = point, fstype
+    except OSError:
+        pass
+    return kind

@@ -255,7 +255,7 @@ def test_bad_arguments_are_clear(course, tmp_path):
         grading.submit(LAB, "../evil", course / "blank.ipynb", course)
 
 
-OTHERS = ["07-parallel", "08-memory", "09-pipeline", "04-lowbit", "05-pruning", "03-int8", "06-energy", "02-kernels"]  # slowest first
+OTHERS = ["07-parallel", "08-memory", "09-pipeline", "04-lowbit", "05-pruning", "03-int8", "06-energy", "02-kernels", "10-io"]  # slowest first
 
 
 @pytest.fixture(scope="module")

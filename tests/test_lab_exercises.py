@@ -345,6 +345,55 @@ WRONG = {
             "            'pp': 0 if pp == 1 else 2 * m * act,\n"
             "            'dp': 2 * (dp - 1) / dp * wire_bytes * model.params / (tp * pp)}"],
     },
+    "10-io": {
+        "ex1-storage": [  # the ratio upside down
+            "def storage_for(samples_per_s, mean_bytes, device_bytes_per_s):\n"
+            "    for name, v in (('samples_per_s', samples_per_s), ('mean_bytes', mean_bytes), ('device_bytes_per_s', device_bytes_per_s)):\n"
+            "        if not v > 0:\n            raise ValueError(f'{name} must be > 0')\n"
+            "    rate = samples_per_s * mean_bytes\n"
+            "    return rate, device_bytes_per_s / rate"],
+        "ex2-order": [
+            # the epoch left out of the seed: every epoch the same order
+            "def my_access_order(n, seed, epoch, world, rank):\n"
+            "    g = torch.Generator()\n    g.manual_seed(seed)\n"
+            "    perm = torch.randperm(n, generator=g).tolist()\n"
+            "    total = -(-n // world) * world\n    perm += perm[:total - n]\n"
+            "    return perm[rank:total:world]",
+            # no padding: ranks get different counts
+            "def my_access_order(n, seed, epoch, world, rank):\n"
+            "    g = torch.Generator()\n    g.manual_seed(seed + epoch)\n"
+            "    return torch.randperm(n, generator=g).tolist()[rank::world]"],
+        "ex3-workers": [  # contiguous chunks per worker instead of batch k to worker k mod W
+            "def my_worker_batches(order, batch, workers):\n"
+            "    batches = [list(order[i:i + batch]) for i in range(0, len(order), batch)]\n"
+            "    w = max(workers, 1)\n    per = -(-len(batches) // w)\n"
+            "    return [batches[k * per:(k + 1) * per] for k in range(w)]"],
+        "ex4-belady": [
+            # LRU
+            "def belady_misses(order, capacity):\n"
+            "    return IO.simulate_cache(order, capacity, 'lru')['misses']",
+            # evict the sample needed soonest
+            "def belady_misses(order, capacity):\n"
+            "    order = list(order)\n    nxt, up = [0] * len(order), {}\n"
+            "    for t in range(len(order) - 1, -1, -1):\n        nxt[t] = up.get(order[t], float('inf'))\n        up[order[t]] = t\n"
+            "    cache, misses = {}, 0\n"
+            "    for t, x in enumerate(order):\n"
+            "        if x in cache:\n            cache[x] = nxt[t]\n            continue\n"
+            "        misses += 1\n"
+            "        if capacity == 0:\n            continue\n"
+            "        if len(cache) >= capacity:\n            del cache[min(cache, key=cache.get)]\n"
+            "        cache[x] = nxt[t]\n"
+            "    return misses"],
+        "ex5-prefetch": [
+            # one read at a time: in order, but nothing hidden
+            "def prefetch(store, order, depth, threads):\n"
+            "    for i in order:\n        yield i, store.read(i)",
+            # every read submitted at once: fast, but no memory bound
+            "def prefetch(store, order, depth, threads):\n"
+            "    with ThreadPoolExecutor(threads) as pool:\n"
+            "        futs = [(i, pool.submit(store.read, i)) for i in order]\n"
+            "        for i, f in futs:\n            yield i, f.result()"],
+    },
     "08-memory": {
         "ex1-state": [  # mixed precision without the fp32 master weight
             "def state_bytes(optimizer, mixed=False):\n"

@@ -21,6 +21,7 @@ future) and prefetching exactly what will be read next.
     devices_needed(samples/s, bytes, device B/s)  the deck's SSDs-per-GPU arithmetic
     stage_times(store, order, batch, device)      seconds in open, read, decode, collate, copy
     drop_cache(path), filesystem(path)            the page cache, and where the files live
+    consumer_rate(device)                         samples/s a small CNN's training step eats here
 """
 import collections
 import os
@@ -107,8 +108,9 @@ class Store:
 
 
 class ThrottledStore(Store):
-    """A remote store on one machine: every read first waits latency_s, then len / bytes_per_s
-    (a sleep, so concurrent reads overlap, as they do on a parallel file system)."""
+    """A remote store on one machine: every read also costs latency_s + len / bytes_per_s, slept
+    after the local read (a sleep, so concurrent reads overlap, as they do on a parallel file
+    system; there is no cap on the total bandwidth). The sleep is not in read_s."""
 
     def __init__(self, paths, latency_s: float = 2e-3, bytes_per_s: float = 200e6):
         if latency_s < 0 or bytes_per_s <= 0:
@@ -124,8 +126,8 @@ class ThrottledStore(Store):
 
 def decode(data: bytes, side: int = 32) -> torch.Tensor:
     """Raw RGB bytes → a (3, side, side) float image in [0, 1]: the pixels as rows of 64, resized."""
-    px = len(data) // 3
-    rows = max(1, px // 64)
+    data = data.ljust(192, b"\0")                          # a file under one row of 64 pixels: zero-padded
+    rows = len(data) // 192
     img = torch.frombuffer(bytearray(data[:rows * 64 * 3]), dtype=torch.uint8).view(rows, 64, 3)
     img = img.permute(2, 0, 1).unsqueeze(0).float() / 255
     return torch.nn.functional.interpolate(img, size=(side, side), mode="bilinear", align_corners=False)[0]
@@ -156,14 +158,16 @@ class FileDataset(torch.utils.data.Dataset):
 def access_order(n: int, seed: int = 0, epoch: int = 0, world: int = 1, rank: int = 0) -> list[int]:
     """The indices torch's DistributedSampler(shuffle=True, seed=seed) gives `rank` of `world` in
     `epoch`: a permutation of range(n) from a generator seeded with seed + epoch, padded by
-    wrapping around to a multiple of world, then every world-th index from rank."""
+    wrapping around (as many times as needed) to a multiple of world, then every world-th index
+    from rank."""
     if not 0 <= rank < world:
         raise ValueError(f"rank must be in [0, world={world}), got {rank!r}")
     g = torch.Generator()
     g.manual_seed(seed + epoch)
     perm = torch.randperm(n, generator=g).tolist()
     total = -(-n // world) * world
-    perm += perm[:total - n]
+    pad = total - n
+    perm += (perm * -(-pad // n))[:pad]                      # wrapping around as often as needed (n < world)
     return perm[rank:total:world]
 
 
@@ -307,3 +311,32 @@ def filesystem(path) -> str:
     except OSError:
         pass
     return kind
+
+
+def consumer_rate(device="cpu", side: int = 32, batch: int = 64, seconds: float = 0.5) -> float:
+    """Samples/s a small CNN's training step consumes on `device` (3 × side × side images, random
+    data, SGD): the rate a loader must keep up with on this machine. Warmed up, then timed over
+    about `seconds` with the device synchronised."""
+    import torch.nn as nn
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+                        nn.Flatten(), nn.Linear(64 * 16, 10)).to(dev)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    x, y = torch.randn(batch, 3, side, side, device=dev), torch.randint(0, 10, (batch,), device=dev)
+
+    def step():
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    step()
+    sync()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        n += 1
+    sync()
+    return n * batch / (time.perf_counter() - t0)

@@ -267,7 +267,7 @@ def run_torch_pipeline(kind: str = "1f1b", m: int = 4, layers: int = 8, d: int =
     """run_pipeline's step through PyTorch's own pipelining: this rank's slice of the same model in a
     torch.distributed.pipelining.PipelineStage, driven by ScheduleGPipe or Schedule1F1B. PyTorch
     divides the summed micro-batch gradients by m itself, so the loss function is the plain mean
-    squared error. Returns this stage's largest gradient difference against the whole model in one
+    squared error. One warm-up step runs first (its gradients are cleared). Returns this stage's largest gradient difference against the whole model in one
     process, the loss (last stage), the step's wall time and the reference loss."""
     import torch.distributed as dist
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
@@ -282,15 +282,21 @@ def run_torch_pipeline(kind: str = "1f1b", m: int = 4, layers: int = 8, d: int =
     x_all, y_all = torch.randn(m * micro, d, generator=g), torch.randn(m * micro, d, generator=g)
     stage = PipelineStage(mine, s, p, torch.device("cpu"))
     sched = (ScheduleGPipe if kind == "gpipe" else Schedule1F1B)(stage, n_microbatches=m, loss_fn=F.mse_loss)
+
+    def step(losses):
+        if s == 0:
+            sched.step(x_all)
+        elif s == p - 1:
+            sched.step(target=y_all, losses=losses)
+        else:
+            sched.step()
+
+    step([])                      # warm-up (buffers, the first backward), then a clean step
+    mine.zero_grad()
     losses = []
     dist.barrier()
     t0 = time.perf_counter()
-    if s == 0:
-        sched.step(x_all)
-    elif s == p - 1:
-        sched.step(target=y_all, losses=losses)
-    else:
-        sched.step()
+    step(losses)
     seconds = time.perf_counter() - t0
     ref = mlp_stack(layers, d, seed)
     F.mse_loss(ref(x_all), y_all).backward()
@@ -428,7 +434,9 @@ def memory_per_gpu(model: Model, dp: int, tp: int, pp: int, m: int, micro_batch:
     sharded; pass the memory lab's ZeRO formula to shard) over the tp · pp GPUs that share one model
     copy; plus the activations of the micro-batches stage 0 holds under 1F1B, min(pp, m), each
     act_bytes(micro_batch, seq) per layer (default 34·b·s·h + 5·b·s²·a: Korthikanti et al. 2022,
-    16-bit, no recomputation) for its layers/pp layers, split over tp."""
+    16-bit, no recomputation) for its layers/pp layers, all of it split over tp: that assumes
+    sequence parallelism (tensor parallelism alone leaves the 10·b·s·h of LayerNorms and dropouts
+    on every GPU)."""
     b, s = micro_batch, model.seq
     act = act_bytes(b, s) if act_bytes else 34 * b * s * model.hidden + 5 * b * s * s * model.heads
     states = state_bytes(dp) * model.params / (tp * pp)

@@ -108,11 +108,9 @@ export: $(STAMP)
 bench-peaks: $(STAMP)
 	$(BIN)/python -c "import labkit; from labkit import hw; print(hw.describe_peaks(hw.measured_peaks(refresh=True)))"
 
-# Per-lab slides (reveal.js HTML) from the notebooks' markdown and code, into slides/.
+# Lecture decks (reveal.js, offline) from slides/src/*.md into slides/build/; PDFs too where chromium is installed.
 slides: $(STAMP)
-	for nb in notebooks/*/*.ipynb; do \
-		$(BIN)/jupyter nbconvert --to slides --output-dir slides "$$nb" || exit 1; \
-	done
+	$(BIN)/python scripts/build_slides.py $(if $(shell command -v chromium),--pdf)
 
 clean:
 	rm -rf release autograded feedback gradebook.db grading-status grades-*.csv class-*.png .pytest_cache .cache

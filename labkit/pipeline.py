@@ -144,22 +144,37 @@ def run_pipeline(kind="1f1b", m: int = 4, layers: int = 8, d: int = 64, micro: i
     kind: "gpipe", "1f1b" or a function (p, m) -> ops in the form schedule() returns. op: a
     function run for every op instead of the built-in one (see pipeline_op); its time on the
     timeline then includes its waits for neighbours."""
+    p, s, stage, x_all, y_all = _my_stage(layers, d, m, micro, seed)
+    ops = kind(p, m) if callable(kind) else schedule(kind, p, m)
+    out = _pipeline_pass(stage, ops[s], x_all, y_all, m, micro, d, s, p, s - 1, s + 1, op_s, op)
+    out["grad diff"], out["reference loss"] = _against_whole(stage, layers, d, seed, x_all, y_all)
+    return out
+
+
+def _my_stage(layers, d, m, micro, seed):
+    """This rank's slice of mlp_stack(layers, d) and the whole step's inputs and targets (every
+    rank draws the same): (p, s, stage, x_all, y_all)."""
     import torch.distributed as dist
     p, s = dist.get_world_size(), dist.get_rank()
     if layers % p:
         raise ValueError(f"layers ({layers}) must divide evenly into {p} stages")
     per = layers // p
-    stage = mlp_stack(layers, d, seed)[s * per:(s + 1) * per]
     g = torch.Generator().manual_seed(seed + 1)
     x_all, y_all = torch.randn(m * micro, d, generator=g), torch.randn(m * micro, d, generator=g)
+    return p, s, mlp_stack(layers, d, seed)[s * per:(s + 1) * per], x_all, y_all
+
+
+def _against_whole(stage, layers, d, seed, x_all, y_all):
+    """The whole model run in one process on the whole batch (the reference): the largest difference
+    between stage's gradients and the same layers' there, and the reference loss."""
+    import torch.distributed as dist
+    per = layers // dist.get_world_size()
     ref = mlp_stack(layers, d, seed)
-    F.mse_loss(ref(x_all), y_all).backward()                  # the whole model, one process: the reference
-    ops = kind(p, m) if callable(kind) else schedule(kind, p, m)
-    out = _pipeline_pass(stage, ops[s], x_all, y_all, m, micro, d, s, p, s - 1, s + 1, op_s, op)
+    loss = F.mse_loss(ref(x_all), y_all)
+    loss.backward()
+    s = dist.get_rank()
     theirs = [q.grad for q in ref[s * per:(s + 1) * per].parameters()]
-    out["grad diff"] = max((a.grad - b).abs().max().item() for a, b in zip(stage.parameters(), theirs))
-    out["reference loss"] = F.mse_loss(ref(x_all), y_all).item()
-    return out
+    return max((a.grad - b).abs().max().item() for a, b in zip(stage.parameters(), theirs)), loss.item()
 
 
 def pipeline_op(kind, i, stage, held, x, y, m, prev, nxt):
@@ -267,19 +282,14 @@ def run_torch_pipeline(kind: str = "1f1b", m: int = 4, layers: int = 8, d: int =
     """run_pipeline's step through PyTorch's own pipelining: this rank's slice of the same model in a
     torch.distributed.pipelining.PipelineStage, driven by ScheduleGPipe or Schedule1F1B. PyTorch
     divides the summed micro-batch gradients by m itself, so the loss function is the plain mean
-    squared error. One warm-up step runs first (its gradients are cleared). Returns this stage's largest gradient difference against the whole model in one
-    process, the loss (last stage), the step's wall time and the reference loss."""
+    squared error. One warm-up step runs first (its gradients are cleared). Returns this stage's
+    largest gradient difference against the whole model in one process, the loss (last stage), the
+    step's wall time and the reference loss."""
     import torch.distributed as dist
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    p, s = dist.get_world_size(), dist.get_rank()
-    if layers % p:
-        raise ValueError(f"layers ({layers}) must divide evenly into {p} stages")
-    per = layers // p
-    mine = mlp_stack(layers, d, seed)[s * per:(s + 1) * per]
-    g = torch.Generator().manual_seed(seed + 1)
-    x_all, y_all = torch.randn(m * micro, d, generator=g), torch.randn(m * micro, d, generator=g)
+    p, s, mine, x_all, y_all = _my_stage(layers, d, m, micro, seed)
     stage = PipelineStage(mine, s, p, torch.device("cpu"))
     sched = (ScheduleGPipe if kind == "gpipe" else Schedule1F1B)(stage, n_microbatches=m, loss_fn=F.mse_loss)
 
@@ -298,12 +308,9 @@ def run_torch_pipeline(kind: str = "1f1b", m: int = 4, layers: int = 8, d: int =
     t0 = time.perf_counter()
     step(losses)
     seconds = time.perf_counter() - t0
-    ref = mlp_stack(layers, d, seed)
-    F.mse_loss(ref(x_all), y_all).backward()
-    theirs = [q.grad for q in ref[s * per:(s + 1) * per].parameters()]
-    return {"grad diff": max((a.grad - b).abs().max().item() for a, b in zip(mine.parameters(), theirs)),
-            "loss": sum(v.item() for v in losses) / m if losses else None, "seconds": seconds,
-            "reference loss": F.mse_loss(ref(x_all), y_all).item()}
+    diff, ref_loss = _against_whole(mine, layers, d, seed, x_all, y_all)
+    return {"grad diff": diff, "loss": sum(v.item() for v in losses) / m if losses else None, "seconds": seconds,
+            "reference loss": ref_loss}
 
 
 def chimera(p: int, m: int, t_f: float = 1.0, t_b: float = 2.0) -> list[list[tuple[str, int, float, float]]]:

@@ -271,6 +271,66 @@ def min_window_s(update_period_s: float, resolution_j: float, watts: float, max_
     return (2 * update_period_s + resolution_j / watts) / max_error
 
 
+# ---------------------------------------------------------------- how sensors see power
+
+
+def _trace(times_s, watts) -> tuple[list, list]:
+    times_s, watts = list(times_s), list(watts)
+    if len(times_s) != len(watts) or not times_s:
+        raise ValueError(f"times_s and watts must be non-empty and of equal length, got {len(times_s)} and {len(watts)}")
+    if any(b < a for a, b in zip(times_s, times_s[1:])):
+        raise ValueError("times_s must be non-decreasing")
+    return times_s, watts
+
+
+def averaged_power(times_s, watts, window_s: float) -> list[float]:
+    """What a sensor that reports a trailing mean reads at each sample time: the mean of the true
+    samples with t_i - window_s < t_j <= t_i (never a later one). Many GPU boards report power like
+    this, over about a second, so a short kernel's power is spread over the second that follows it."""
+    times_s, watts = _trace(times_s, watts)
+    if not window_s > 0:
+        raise ValueError(f"window_s must be > 0 seconds, got {window_s!r}")
+    out, lo, total = [], 0, 0.0
+    for i, t in enumerate(times_s):                     # a sliding window: each sample enters and leaves once
+        total += watts[i]
+        while times_s[lo] <= t - window_s:
+            total -= watts[lo]
+            lo += 1
+        out.append(total / (i + 1 - lo))
+    return out
+
+
+def burst_energy(times_s, reported_w, start: float, end: float, window_s: float, idle_w: float) -> float:
+    """The energy (J) a device used during [start, end], from a trailing-mean sensor's readings,
+    when it drew idle_w outside that interval. The readings carry the burst for one window after
+    it ends: ∫ (reported - idle) over [start, end + window_s] is exactly the burst's dynamic energy,
+    and idle_w · (end - start) adds its idle share back."""
+    times_s, reported_w = _trace(times_s, reported_w)
+    if not (end >= start and window_s > 0 and idle_w >= 0):
+        raise ValueError(f"need end >= start, window_s > 0 and idle_w >= 0, got {start!r}, {end!r}, {window_s!r}, {idle_w!r}")
+    keep = [i for i, t in enumerate(times_s) if start <= t <= end + window_s]
+    if len(keep) < 2:
+        raise ValueError(f"fewer than 2 readings in [start, end + window_s] = [{start}, {end + window_s}] s")
+    extra = integrate_power([times_s[i] for i in keep], [reported_w[i] - idle_w for i in keep])
+    return extra + idle_w * (end - start)
+
+
+def part_time_power(times_s, watts, period_s: float = 0.1, on_s: float = 0.025) -> list[tuple[float, float]]:
+    """A sensor that looks only part of the time: every period_s it reports, at k·period_s + on_s,
+    the mean power of [k·period_s, k·period_s + on_s) and sees nothing of the rest of the period
+    (Yang et al., arXiv 2312.02741, found 25 ms of every 100 ms on A100 and H100). Returns
+    (report time, watts) for each period with samples in its on-window."""
+    times_s, watts = _trace(times_s, watts)
+    if not 0 < on_s <= period_s:
+        raise ValueError(f"need 0 < on_s <= period_s, got on_s={on_s!r}, period_s={period_s!r}")
+    seen: dict[int, list[float]] = {}
+    for t, w in zip(times_s, watts):
+        k = int(t // period_s)
+        if t - k * period_s < on_s:
+            seen.setdefault(k, []).append(w)
+    return [(k * period_s + on_s, sum(ws) / len(ws)) for k, ws in sorted(seen.items())]
+
+
 class NvmlSamplerBackend(Backend):
     """Board power sampled in a background thread every interval_s, integrated over the window."""
 

@@ -178,3 +178,45 @@ def test_dynamic_joules_and_the_shortest_honest_window():
     assert E.min_window_s(1e-3, 15.3e-6, 100.0, 0.01) == pytest.approx(0.2, rel=1e-3)
     with pytest.raises(ValueError, match="max_error"):
         E.min_window_s(0.1, 1e-3, 300.0, 0.0)
+
+
+def test_averaged_power_is_a_trailing_mean_that_never_sees_the_future():
+    import random
+    assert E.averaged_power([0, 1, 2, 3, 4], [0, 0, 10, 10, 10], 2) == [0, 0, 5, 10, 10]
+    assert E.averaged_power([0, 0.5, 3], [100, 100, 100], 0.1) == [100, 100, 100]
+    rng = random.Random(3)
+    for _ in range(20):
+        t = sorted(rng.uniform(0, 10) for _ in range(rng.randint(1, 60)))
+        w = [rng.uniform(0, 700) for _ in t]
+        window = rng.uniform(0.1, 5)
+        brute = [sum(w[j] for j in range(len(t)) if ti - window < t[j] <= ti)
+                 / sum(1 for j in range(len(t)) if ti - window < t[j] <= ti) for ti in t]
+        assert E.averaged_power(t, w, window) == pytest.approx(brute, rel=1e-9)
+        changed = w[:len(w) // 2] + [0.0] * (len(w) - len(w) // 2)        # a different future
+        assert E.averaged_power(t, changed, window)[:len(w) // 2] == pytest.approx(brute[:len(w) // 2], rel=1e-9)
+    with pytest.raises(ValueError, match="window_s"):
+        E.averaged_power([0, 1], [1, 1], 0)
+
+
+def test_burst_energy_recovers_a_short_kernel_from_an_averaging_sensor():
+    dt = 1e-3
+    t = [i * dt for i in range(3000)]
+    true = [700.0 if 1.0 <= ti < 1.04 else 100.0 for ti in t]              # 28 J of 700 W in 40 ms, 100 W idle
+    seen = E.averaged_power(t, true, 1.0)
+    assert E.burst_energy(t, seen, 1.0, 1.04, 1.0, 100.0) == pytest.approx(28.0, rel=0.01)
+    inside = [i for i, ti in enumerate(t) if 1.0 <= ti <= 1.04]
+    naive = E.integrate_power([t[i] for i in inside], [seen[i] for i in inside])
+    assert naive < 0.2 * 28.0, "read only during the kernel, the averaged sensor misses most of it"
+    with pytest.raises(ValueError, match="fewer than 2"):
+        E.burst_energy(t, seen, 5.0, 6.0, 1.0, 100.0)
+
+
+def test_part_time_power_sees_only_its_on_window():
+    t = list(range(200))                                                    # 1 unit = 1 ms, a period of 100
+    hidden = [700.0 if 50 <= x < 70 or 150 <= x < 170 else 100.0 for x in t]
+    assert E.part_time_power(t, hidden, 100, 25) == [(25, 100.0), (125, 100.0)], "a kernel out of phase is not seen"
+    early = [700.0 if x < 20 else 100.0 for x in t]
+    assert E.part_time_power(t, early, 100, 25) == [(25, 580.0), (125, 100.0)]
+    assert E.part_time_power(t, early, 100, 100) == [(100, 220.0), (200, 100.0)], "always on: the true mean"
+    with pytest.raises(ValueError, match="on_s"):
+        E.part_time_power(t, early, 100, 0)

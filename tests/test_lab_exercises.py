@@ -191,6 +191,32 @@ WRONG = {
         "ex5-attribute": [  # idle watts subtracted from joules: the units do not match
             "def energy_per_inference(total_j, seconds, idle_w, n):\n"
             "    return {'total_mj': 1e3 * total_j / n, 'dynamic_mj': 1e3 * (total_j - idle_w) / n}"],
+        "ex6-average": [
+            # the window closed at its far end: one sample too many
+            "def averaged_readings(times_s, watts, window_s):\n"
+            "    out = []\n    for i, t in enumerate(times_s):\n"
+            "        inside = [w for tj, w in zip(times_s[:i + 1], watts[:i + 1]) if tj >= t - window_s]\n"
+            "        out.append(sum(inside) / len(inside))\n    return out",
+            # a centred window: the sensor sees the future
+            "def averaged_readings(times_s, watts, window_s):\n"
+            "    return [sum(w for tj, w in zip(times_s, watts) if abs(tj - t) < window_s / 2)\n"
+            "            / sum(1 for tj in times_s if abs(tj - t) < window_s / 2) for t in times_s]"],
+        "ex7-burst": [
+            # read only during the kernel: most of it is still to come
+            "def burst_energy(times_s, reported_w, start, end, window_s, idle_w):\n"
+            "    keep = [i for i, t in enumerate(times_s) if start <= t <= end]\n"
+            "    return energy_from_trace([times_s[i] for i in keep], [reported_w[i] for i in keep])",
+            # one window past the end, but the idle power of that window kept
+            "def burst_energy(times_s, reported_w, start, end, window_s, idle_w):\n"
+            "    keep = [i for i, t in enumerate(times_s) if start <= t <= end + window_s]\n"
+            "    return energy_from_trace([times_s[i] for i in keep], [reported_w[i] for i in keep])"],
+        "ex8-part-time": [  # the whole period averaged: a sensor that never misses anything
+            "def part_time_readings(times_s, watts, period_s, on_s):\n"
+            "    reports = []\n"
+            "    for k in range(int(times_s[-1] // period_s) + 1):\n"
+            "        seen = [w for t, w in zip(times_s, watts) if k * period_s <= t < (k + 1) * period_s]\n"
+            "        if seen:\n            reports.append((k * period_s + on_s, sum(seen) / len(seen)))\n"
+            "    return reports"],
     },
     "04-lowbit": {
         "ex1-nf4-block": [  # an all-zero block divided by its absmax of 0: NaN codes

@@ -219,6 +219,47 @@ WRONG = {
             "    return reports"],
     },
     "04-lowbit": {
+        "ex5-gptq-layer": [
+            # the lower Cholesky factor: row i no longer reaches the later columns
+            "def gptq_layer(w, H, bits, group, damp=0.01):\n"
+            "    W = w.detach().float().clone()\n    n = W.shape[1]\n"
+            "    H_damped = H + damp * torch.diag(H).mean() * torch.eye(n)\n"
+            "    U = torch.linalg.cholesky(torch.linalg.inv(H_damped))\n"
+            "    for i in range(n):\n"
+            "        if i % group == 0:\n            s, z, qmax = kbit.int_row_params(W[:, i:i + group], bits)\n"
+            "        gptq_column_step(W, U, i, s, z, qmax)\n"
+            "    return W",
+            # the inverse itself, not its Cholesky factor: each column corrected as if it were the first
+            "def gptq_layer(w, H, bits, group, damp=0.01):\n"
+            "    W = w.detach().float().clone()\n    n = W.shape[1]\n"
+            "    H_damped = H + damp * torch.diag(H).mean() * torch.eye(n)\n"
+            "    U = torch.linalg.inv(H_damped)\n"
+            "    for i in range(n):\n"
+            "        if i % group == 0:\n            s, z, qmax = kbit.int_row_params(W[:, i:i + group], bits)\n"
+            "        gptq_column_step(W, U, i, s, z, qmax)\n"
+            "    return W",
+            # no damping: a singular Hessian has no inverse
+            "def gptq_layer(w, H, bits, group, damp=0.01):\n"
+            "    W = w.detach().float().clone()\n    n = W.shape[1]\n"
+            "    H_damped = H\n"
+            "    U = torch.linalg.cholesky(torch.linalg.inv(H_damped), upper=True)\n"
+            "    for i in range(n):\n"
+            "        if i % group == 0:\n            s, z, qmax = kbit.int_row_params(W[:, i:i + group], bits)\n"
+            "        gptq_column_step(W, U, i, s, z, qmax)\n"
+            "    return W"],
+        "ex7-ternary-product": [
+            # gamma forgotten: the codes' product, not the layer's
+            "def ternary_product(x, codes, gamma):\n"
+            "    out = torch.empty(x.shape[0], codes.shape[0])\n"
+            "    for j in range(codes.shape[0]):\n"
+            "        out[:, j] = x[:, codes[j] == 1].sum(dim=1) - x[:, codes[j] == -1].sum(dim=1)\n"
+            "    return out",
+            # the -1 weights added, not subtracted
+            "def ternary_product(x, codes, gamma):\n"
+            "    out = torch.empty(x.shape[0], codes.shape[0])\n"
+            "    for j in range(codes.shape[0]):\n"
+            "        out[:, j] = x[:, codes[j] != 0].sum(dim=1)\n"
+            "    return gamma * out"],
         "ex1-nf4-block": [  # an all-zero block divided by its absmax of 0: NaN codes
             "def quantize_block(block, codebook):\n"
             "    absmax = block.abs().max()\n"
@@ -524,22 +565,59 @@ WRONG = {
         "ex5-outliers": [  # |x| > threshold instead of >=, and the sign forgotten
             "def find_outliers(x, threshold=6.0):\n"
             "    return torch.nonzero((x.reshape(-1, x.shape[-1]) > threshold).any(0)).flatten()"],
-        "ex6-smooth": [  # alpha hard-coded to 0.5
-            "def smooth_scale(act_absmax, w_absmax, alpha=0.5):\n    return act_absmax.sqrt() / w_absmax.sqrt()"],
-        "ex7-fold": [
+        "ex6-smooth": [
+            # alpha hard-coded to 0.5
+            "def smooth_scale(act_absmax, w_absmax, alpha=0.5):\n    return act_absmax.sqrt() / w_absmax.sqrt()\n"
+            "@torch.no_grad()\ndef fold_smoothing(ln, linear, s):\n    ln.weight.div_(s)\n    ln.bias.div_(s)\n    linear_weight(linear).mul_(s)",
             # the LayerNorm's bias forgotten
+            "def smooth_scale(act_absmax, w_absmax, alpha=0.5):\n    return act_absmax.pow(alpha) / w_absmax.pow(1 - alpha)\n"
             "@torch.no_grad()\ndef fold_smoothing(ln, linear, s):\n"
             "    ln.weight.div_(s)\n    linear_weight(linear).mul_(s)",
             # the weight's rows (output channels) scaled instead of its input columns
+            "def smooth_scale(act_absmax, w_absmax, alpha=0.5):\n    return act_absmax.pow(alpha) / w_absmax.pow(1 - alpha)\n"
             "@torch.no_grad()\ndef fold_smoothing(ln, linear, s):\n"
             "    ln.weight.div_(s)\n    ln.bias.div_(s)\n    linear.weight.mul_(s[:linear.weight.shape[0], None])"],
-        "ex8-llm-int8": [
+        "ex7-llm-int8": [
             # the outlier columns added in float but left in the int8 part too: counted twice
             "def llm_int8_linear(x, w, bias=None, threshold=6.0):\n"
             "    cols = find_outliers(x, threshold)\n"
             "    return int8_linear(x, w, bias) + x[:, cols] @ w[:, cols].t()",
             # plain int8: the outliers ignored
             "def llm_int8_linear(x, w, bias=None, threshold=6.0):\n    return int8_linear(x, w, bias)"],
+        "ex8-static": [
+            # only the last batch kept: the calibration forgets what it saw
+            "class MyObserver:\n"
+            "    def __init__(self, method='minmax', percentile=99.99):\n"
+            "        if method not in ('minmax', 'percentile'):\n            raise ValueError(method)\n"
+            "        self.method, self.percentile, self.seen = method, percentile, []\n"
+            "    def update(self, x):\n        self.seen = [x.detach().float().flatten()]\n"
+            "    def scale(self):\n        a = torch.cat(self.seen)\n"
+            "        if self.method == 'minmax':\n            return a.abs().max().item() / 127\n"
+            "        return torch.quantile(a.abs(), self.percentile / 100).item() / 127\n"
+            "def static_quantize(x, scale):\n    return torch.round(x / scale).clamp(-127, 127).to(torch.int8)\n"
+            "def static_dequantize(q, scale):\n    return q.float() * scale",
+            # the percentile of the signed values: negative extremes ignored
+            "class MyObserver:\n"
+            "    def __init__(self, method='minmax', percentile=99.99):\n"
+            "        if method not in ('minmax', 'percentile'):\n            raise ValueError(method)\n"
+            "        self.method, self.percentile, self.seen = method, percentile, []\n"
+            "    def update(self, x):\n        self.seen.append(x.detach().float().flatten())\n"
+            "    def scale(self):\n        a = torch.cat(self.seen)\n"
+            "        if self.method == 'minmax':\n            return a.abs().max().item() / 127\n"
+            "        return torch.quantile(a, self.percentile / 100).item() / 127\n"
+            "def static_quantize(x, scale):\n    return torch.round(x / scale).clamp(-127, 127).to(torch.int8)\n"
+            "def static_dequantize(q, scale):\n    return q.float() * scale",
+            # no clamp: 1000 cast to int8 wraps around
+            "class MyObserver:\n"
+            "    def __init__(self, method='minmax', percentile=99.99):\n"
+            "        if method not in ('minmax', 'percentile'):\n            raise ValueError(method)\n"
+            "        self.method, self.percentile, self.seen = method, percentile, []\n"
+            "    def update(self, x):\n        self.seen.append(x.detach().abs().float().flatten())\n"
+            "    def scale(self):\n        a = torch.cat(self.seen)\n"
+            "        if self.method == 'minmax':\n            return a.max().item() / 127\n"
+            "        return torch.quantile(a, self.percentile / 100).item() / 127\n"
+            "def static_quantize(x, scale):\n    return torch.round(x / scale).to(torch.int8)\n"
+            "def static_dequantize(q, scale):\n    return q.float() * scale"],
     },
 }
 

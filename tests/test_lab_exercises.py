@@ -153,6 +153,18 @@ WRONG = {
             "    scan = {}\n    for name, w in prune.prunable(model):\n        scan[name] = []\n"
             "        for s in sparsities:\n            w.mul_(magnitude_keep_mask(w.detach().clone(), s))\n"
             "            scan[name].append(evaluate(model))\n    return scan"],
+        "ex7-wanda": [
+            # the activations ignored: plain magnitude per row
+            "def wanda_keep_mask(w, act_norm, sparsity):\n"
+            "    k = round(sparsity * w.shape[1])\n    mask = torch.ones_like(w, dtype=torch.bool)\n"
+            "    if k > 0:\n        mask.scatter_(1, torch.topk(w.abs(), k, dim=1, largest=False).indices, False)\n"
+            "    return mask",
+            # the whole layer compared at once: a row of small weights loses everything
+            "def wanda_keep_mask(w, act_norm, sparsity):\n"
+            "    score = (w.abs() * act_norm[None, :]).flatten()\n    k = round(sparsity * score.numel())\n"
+            "    mask = torch.ones_like(score, dtype=torch.bool)\n"
+            "    if k > 0:\n        mask[torch.topk(score, k, largest=False).indices] = False\n"
+            "    return mask.view_as(w)"],
     },
     "06-energy": {
         "ex1-trace": [  # the mean power times the whole duration: uneven samples weighted alike

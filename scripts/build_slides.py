@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -220,6 +221,18 @@ def screenshots(deck: Path, slides, browser: "Browser | None" = None) -> list[Pa
     return shots
 
 
+def build(src: Path, out: Path, with_pdf: bool = False, shots=()) -> int:
+    """One deck: its HTML and figures, and its PDF and screenshots if asked; returns the slide count."""
+    n = render(src, out)
+    deck = out / f"{src.stem}.html"
+    lines = [f"{deck}: {n} slides"]
+    if with_pdf:
+        lines.append(f"  {pdf(deck)}")
+    lines += [f"  {shot}" for shot in (screenshots(deck, shots) if shots else [])]
+    print("\n".join(lines), flush=True)
+    return n
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("decks", nargs="*", help="lab names (default: every slides/src/*.md)")
@@ -228,6 +241,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pdf", action="store_true", help="also print each deck to PDF with headless chromium")
     ap.add_argument("--shot", type=int, action="append", default=[], metavar="N",
                     help="also save a PNG of slide N (from 1) of each deck, as chromium shows it")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                    help="decks built at once, each in its own process (default: one per core)")
     a = ap.parse_args(argv)
     sources = [a.src / f"{d}.md" for d in a.decks] if a.decks else sorted(a.src.glob("*.md"))
     missing = [s for s in sources if not s.exists()]
@@ -235,17 +250,21 @@ def main(argv=None) -> int:
         raise SystemExit(f"no deck source {missing[0]} (have: {sorted(p.stem for p in a.src.glob('*.md'))})")
     if (a.pdf or a.shot) and not chromium():
         raise SystemExit("--pdf and --shot need chromium (Debian: apt-get install chromium)")
+    if a.jobs < 1:
+        raise SystemExit(f"--jobs must be at least 1, got {a.jobs}")
     a.out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "slides" / "vendor", a.out / "vendor", dirs_exist_ok=True)
     manifest_path = a.out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    for src in sources:
-        manifest[src.stem] = render(src, a.out)
-        print(f"{a.out / (src.stem + '.html')}: {manifest[src.stem]} slides")
-        if a.pdf:
-            print(f"  {pdf(a.out / (src.stem + '.html'))}")
-        for shot in screenshots(a.out / (src.stem + ".html"), a.shot) if a.shot else []:
-            print(f"  {shot}")
+    args = [(src, a.out, a.pdf, tuple(a.shot)) for src in sources]
+    if a.jobs == 1 or len(sources) == 1:
+        counts = [build(*x) for x in args]
+    else:   # saving the figures is most of the time, and it is one core's work per deck
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(a.jobs, len(sources)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            counts = list(pool.map(build, *zip(*args)))
+    manifest.update({src.stem: n for src, n in zip(sources, counts)})
     manifest_path.write_text(json.dumps(manifest, indent=1))
     return 0
 

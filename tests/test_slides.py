@@ -46,6 +46,12 @@ def test_every_deck_is_built_and_names_a_lab(built):
         assert not unused, f"{deck}: figure functions no slide shows: {unused}"
 
 
+def test_every_lab_has_a_deck():
+    labs = sorted(p.name for p in (REPO / "notebooks").iterdir() if p.is_dir() and list(p.glob("*.ipynb")))
+    decks = sorted(p.stem for p in (REPO / "slides" / "src").glob("*.md"))
+    assert labs == decks, f"a deck per lab: labs without one {sorted(set(labs) - set(decks))}, decks without a lab {sorted(set(decks) - set(labs))}"
+
+
 def test_no_deck_contains_solutions_or_hidden_tests(built):
     out, _ = built
     secret = set()

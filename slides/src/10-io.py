@@ -58,7 +58,7 @@ def fig_prefetch():
     slow = dict(latency_s=4e-3, bytes_per_s=100e6)
     order = IO.access_order(len(paths), 0)
     loader = DataLoader(IO.FileDataset(IO.ThrottledStore(paths, **slow)), batch_size=8, sampler=order, num_workers=2,
-                        prefetch_factor=2, persistent_workers=True)
+                        prefetch_factor=2, persistent_workers=True, multiprocessing_context="fork")  # as in a notebook
     for _ in loader:
         pass
     t = time.perf_counter()

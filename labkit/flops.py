@@ -121,6 +121,45 @@ def count_flops(fn, *args, **kwargs) -> tuple[int, dict[str, int]]:
     return int(counter.get_total_flops()), by_op
 
 
+def is_view_op(func, args, kwargs, out) -> bool:
+    """True for an aten op that moves no data: its results all share memory with its inputs and it
+    writes nothing (view, transpose, expand, and _unsafe_view, a view that does not say so).
+    In-place ops (add_) share memory too, but they read and write it."""
+    from torch.utils._pytree import tree_leaves
+    if func.is_view:
+        return True
+    if func._schema.is_mutable:
+        return False
+    ins = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+    outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    return bool(outs) and all(t.untyped_storage().data_ptr() in ins for t in outs)
+
+
+def count_bytes(fn, *args, **kwargs) -> dict[str, int]:
+    """Run fn(*args, **kwargs) and count, per aten op ("aten::addmm"), the bytes its tensors hold:
+    every tensor argument read once, every tensor result written once. That is the least memory
+    traffic an op causes when nothing stays in a cache between ops: the bytes a roofline needs.
+    Views move nothing and count 0 (is_view_op); an in-place op reads and writes its tensor."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    counts: dict[str, int] = {}
+
+    class _Bytes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            if not is_view_op(func, args, kwargs, out):
+                tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
+                name = "aten::" + func.overloadpacket.__name__
+                counts[name] = counts.get(name, 0) + sum(t.numel() * t.element_size() for t in tensors)
+            return out
+
+    with _Bytes():
+        fn(*args, **kwargs)
+    return counts
+
+
 # ---------------------------------------------------------------- rates, MFU, roofline
 
 

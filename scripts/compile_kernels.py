@@ -110,6 +110,10 @@ def lab_cases(lab: str = "02-kernels"):
         yield (f"lab {lab[:2]} bias_gelu_kernel {dt} BLOCK=1024", ns["bias_gelu_kernel"],
                {"x_ptr": p, "b_ptr": p, "out_ptr": p, "n": "i32", "n_cols": "i32"}, {"BLOCK": 1024},
                ["x_ptr", "b_ptr", "out_ptr", "n", "n_cols"], 4, 3)
+    mm = {"a_ptr": "*fp32", "b_ptr": "*fp32", "c_ptr": "*fp32", **{a: "i32" for a in ("M", "N", "K", "sam", "sak", "sbk", "sbn", "scm", "scn")}}
+    for bm, bn, bk in ((32, 32, 16), (64, 64, 32)):   # the exercise's fp32 kernel (IEEE products), as my_matmul launches it
+        yield (f"lab {lab[:2]} matmul_kernel fp32 {bm}x{bn}x{bk}", ns["matmul_kernel"], mm,
+               {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, ["a_ptr", "b_ptr", "c_ptr"], 4, 3)
 
 
 def compile_one(fn, signature, constexprs, aligned, warps, stages, cap):

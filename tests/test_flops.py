@@ -3,6 +3,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from labkit import flops
 from labkit import flops as F
 
 
@@ -186,3 +187,25 @@ def test_profile_on_gpu_counts_each_kernel_once():
     kernels = sum(e.self_device_time_total for e in prof.key_averages() if e.device_type == DeviceType.CUDA) * 1e-6 / 3
     assert per_step == pytest.approx(kernels, rel=0.25)
     assert rows["tensor contraction"]["flop_pct"] > 98
+
+
+def test_count_bytes_reads_inputs_writes_outputs_and_views_move_nothing():
+    x, y = torch.ones(1000), torch.ones(1000)
+    assert flops.count_bytes(lambda: x + y) == {"aten::add": 3 * 4000}
+    assert flops.count_bytes(lambda: x.bfloat16() + y.bfloat16())["aten::add"] == 3 * 2000, "bf16: 2 bytes per element"
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    assert flops.count_bytes(lambda: (a @ b).t()) == {"aten::mm": (64 * 32 + 32 * 16 + 64 * 16) * 4}
+    assert flops.count_bytes(lambda: x.view(10, 100).t().t().reshape(1000)) == {}, "views and a free reshape move nothing"
+    assert flops.count_bytes(lambda: x.view(10, 100).t().reshape(1000)) == {"aten::clone": 2 * 4000}, "a copy does move"
+    z = torch.zeros(1000)
+    assert flops.count_bytes(lambda: z.add_(1.0)) == {"aten::add_": 2 * 4000}, "in place: read and written"
+    # a real layer, forward and backward: every op that computes shows up, and the contractions'
+    # bytes are exactly their operands' and results' sizes (FlopCounterMode gives their FLOP)
+    layer = flops.EncoderLayer(64, 4, 256)
+    xx = torch.randn(2, 16, 64, requires_grad=True)
+    counts = flops.count_bytes(lambda: layer(xx).sum().backward())
+    assert {"aten::addmm", "aten::mm", "aten::bmm", "aten::native_layer_norm", "aten::gelu"} <= set(counts)
+    assert not any(op in counts for op in ("aten::view", "aten::t", "aten::transpose", "aten::_unsafe_view"))
+    lin = torch.nn.Linear(64, 32)
+    inp = torch.randn(8, 64)
+    assert flops.count_bytes(lin, inp) == {"aten::addmm": (32 + 8 * 64 + 64 * 32 + 8 * 32) * 4}

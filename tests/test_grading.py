@@ -21,7 +21,7 @@ import pytest
 from labkit import grading, sandbox
 
 LAB = "01-flops"
-MAX, AUTO, ANSWER = 21, 18, "answer-mfu"  # lab 01: 18 points autograded (exercises and the target), 3 for a written answer
+MAX, AUTO, ANSWER = 24, 21, "answer-mfu"  # lab 01: 21 points autograded (exercises and the target), 3 for a written answer
 REPO = Path(__file__).resolve().parent.parent
 LABS = sorted(p.name for p in (REPO / "notebooks").iterdir() if (p / f"{p.name}.ipynb").exists())
 pytestmark = pytest.mark.integration
@@ -151,7 +151,7 @@ def test_peaks_were_measured_before_the_hand_ins_ran(results, course, fresh_cach
 def test_blank_release_gets_zero_and_grading_finishes(results):
     r = results["blank"]
     assert r.status == "graded" and r.score == 0 and r.max_score == MAX
-    assert len(r.cells) == 9 and all(not score for score, _ in r.cells.values())
+    assert len(r.cells) == 10 and all(not score for score, _ in r.cells.values())  # 8 exercises, the target, the answer
 
 
 def test_infinite_loop_is_cut_and_other_exercises_still_graded(results):
@@ -220,12 +220,12 @@ def test_cli_lists_hand_ins_to_re_run_and_export_tells_statuses_apart(results, c
         gb.update_or_create_student("absent")  # on the roster, handed nothing in
     path = grading.export(LAB, course)
     rows = {r["student"]: r for r in csv.DictReader(open(path))}
-    assert rows["instructor"]["status"] == "graded" and float(rows["instructor"]["score (21)"]) == AUTO
-    assert rows["blank"]["status"] == "graded" and float(rows["blank"]["score (21)"]) == 0
+    assert rows["instructor"]["status"] == "graded" and float(rows["instructor"][f"score ({MAX})"]) == AUTO
+    assert rows["blank"]["status"] == "graded" and float(rows["blank"][f"score ({MAX})"]) == 0
     assert rows["loops"]["status"] == "timeout" and float(rows["loops"]["ex2-attention-tests (2)"]) == 0
     assert float(rows["loops"]["ex1-days-tests (2)"]) == 2
-    assert rows["dies"]["status"] == "died" and rows["dies"]["score (21)"] == ""  # never a silent 0
-    assert rows["absent"]["status"] == "missing" and rows["absent"]["score (21)"] == ""
+    assert rows["dies"]["status"] == "died" and rows["dies"][f"score ({MAX})"] == ""  # never a silent 0
+    assert rows["absent"]["status"] == "missing" and rows["absent"][f"score ({MAX})"] == ""
 
 
 def test_class_statistics_per_exercise_and_plot(results, course, capsys):

@@ -70,6 +70,75 @@ WRONG = {
             "    for r in rows:\n"
             "        f[flops.op_class(r['op'])] += r['flop']\n        s[flops.op_class(r['op'])] += r['total_s']\n"
             "    return {c: (100 * f[c] / sum(f.values()), 100 * s[c] / sum(s.values())) for c in flops.CLASSES}"],
+        "ex8-bytes": [
+            # views counted: a transpose "moves" a whole matrix
+            "from torch.utils._pytree import tree_leaves\n"
+            "from torch.utils._python_dispatch import TorchDispatchMode\n"
+            "class ByteCounter(TorchDispatchMode):\n"
+            "    def __init__(self):\n        super().__init__()\n        self.bytes = {}\n"
+            "    def __torch_dispatch__(self, func, types, args=(), kwargs=None):\n"
+            "        kwargs = kwargs or {}\n        out = func(*args, **kwargs)\n"
+            "        tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]\n"
+            "        name = 'aten::' + func.overloadpacket.__name__\n"
+            "        self.bytes[name] = self.bytes.get(name, 0) + sum(t.numel() * t.element_size() for t in tensors)\n"
+            "        return out\n"
+            "def intensity_by_class(rows, byte_counts):\n"
+            "    flop = dict.fromkeys(flops.CLASSES, 0.0)\n    moved = dict.fromkeys(flops.CLASSES, 0)\n"
+            "    for r in rows:\n        flop[flops.op_class(r['op'])] += r['flop']\n"
+            "    for op, n in byte_counts.items():\n        moved[flops.op_class(op)] += n\n"
+            "    return {c: flop[c] / moved[c] for c in flops.CLASSES if moved[c] > 0}",
+            # 4 bytes per element whatever the dtype
+            "from torch.utils._pytree import tree_leaves\n"
+            "from torch.utils._python_dispatch import TorchDispatchMode\n"
+            "class ByteCounter(TorchDispatchMode):\n"
+            "    def __init__(self):\n        super().__init__()\n        self.bytes = {}\n"
+            "    def __torch_dispatch__(self, func, types, args=(), kwargs=None):\n"
+            "        kwargs = kwargs or {}\n        out = func(*args, **kwargs)\n"
+            "        if not flops.is_view_op(func, args, kwargs, out):\n"
+            "            tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]\n"
+            "            name = 'aten::' + func.overloadpacket.__name__\n"
+            "            self.bytes[name] = self.bytes.get(name, 0) + sum(4 * t.numel() for t in tensors)\n"
+            "        return out\n"
+            "def intensity_by_class(rows, byte_counts):\n"
+            "    flop = dict.fromkeys(flops.CLASSES, 0.0)\n    moved = dict.fromkeys(flops.CLASSES, 0)\n"
+            "    for r in rows:\n        flop[flops.op_class(r['op'])] += r['flop']\n"
+            "    for op, n in byte_counts.items():\n        moved[flops.op_class(op)] += n\n"
+            "    return {c: flop[c] / moved[c] for c in flops.CLASSES if moved[c] > 0}",
+            # only what is written: the reads forgotten
+            "from torch.utils._pytree import tree_leaves\n"
+            "from torch.utils._python_dispatch import TorchDispatchMode\n"
+            "class ByteCounter(TorchDispatchMode):\n"
+            "    def __init__(self):\n        super().__init__()\n        self.bytes = {}\n"
+            "    def __torch_dispatch__(self, func, types, args=(), kwargs=None):\n"
+            "        kwargs = kwargs or {}\n        out = func(*args, **kwargs)\n"
+            "        if not flops.is_view_op(func, args, kwargs, out):\n"
+            "            tensors = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]\n"
+            "            name = 'aten::' + func.overloadpacket.__name__\n"
+            "            self.bytes[name] = self.bytes.get(name, 0) + sum(t.numel() * t.element_size() for t in tensors)\n"
+            "        return out\n"
+            "def intensity_by_class(rows, byte_counts):\n"
+            "    flop = dict.fromkeys(flops.CLASSES, 0.0)\n    moved = dict.fromkeys(flops.CLASSES, 0)\n"
+            "    for r in rows:\n        flop[flops.op_class(r['op'])] += r['flop']\n"
+            "    for op, n in byte_counts.items():\n        moved[flops.op_class(op)] += n\n"
+            "    return {c: flop[c] / moved[c] for c in flops.CLASSES if moved[c] > 0}",
+            # the mean of the ops' intensities, not the class's FLOP over its bytes
+            "from torch.utils._pytree import tree_leaves\n"
+            "from torch.utils._python_dispatch import TorchDispatchMode\n"
+            "class ByteCounter(TorchDispatchMode):\n"
+            "    def __init__(self):\n        super().__init__()\n        self.bytes = {}\n"
+            "    def __torch_dispatch__(self, func, types, args=(), kwargs=None):\n"
+            "        kwargs = kwargs or {}\n        out = func(*args, **kwargs)\n"
+            "        if not flops.is_view_op(func, args, kwargs, out):\n"
+            "            tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]\n"
+            "            name = 'aten::' + func.overloadpacket.__name__\n"
+            "            self.bytes[name] = self.bytes.get(name, 0) + sum(t.numel() * t.element_size() for t in tensors)\n"
+            "        return out\n"
+            "def intensity_by_class(rows, byte_counts):\n"
+            "    out = {}\n"
+            "    for c in flops.CLASSES:\n"
+            "        ratios = [r['flop'] / byte_counts[r['op']] for r in rows if flops.op_class(r['op']) == c and byte_counts.get(r['op'])]\n"
+            "        if ratios:\n            out[c] = sum(ratios) / len(ratios)\n"
+            "    return out"],
     },
     "02-kernels": {
         "ex1-add": [  # no mask: the last program reads and writes past the end
@@ -119,6 +188,13 @@ WRONG = {
             # floor instead of ceil: partial tiles forgotten
             "def matmul_traffic(M, N, K, block_m, block_n, bytes_per_element):\n"
             "    return (M * K * (N // block_n) + K * N * (M // block_m) + M * N) * bytes_per_element"],
+        "ex7-matmul": [
+            # the accumulator overwritten at each step of K: only the last BLOCK_K columns count
+            '@triton.jit\ndef matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sam, sak, sbk, sbn, scm, scn,\n                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):\n    pid = tl.program_id(0)\n    pid_m = pid // tl.cdiv(N, BLOCK_N)\n    pid_n = pid % tl.cdiv(N, BLOCK_N)\n    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)\n    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)\n    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)\n    for k in range(0, K, BLOCK_K):\n        rk = k + tl.arange(0, BLOCK_K)\n        a = tl.load(a_ptr + rm[:, None] * sam + rk[None, :] * sak, mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)\n        b = tl.load(b_ptr + rk[:, None] * sbk + rn[None, :] * sbn, mask=(rk[:, None] < K) & (rn[None, :] < N), other=0.0)\n        acc = tl.dot(a, b, input_precision="ieee")\n    c_mask = (rm[:, None] < M) & (rn[None, :] < N)\n    tl.store(c_ptr + rm[:, None] * scm + rn[None, :] * scn, acc.to(c_ptr.dtype.element_ty), mask=c_mask)\n\n\ndef my_matmul(a, b, block=(32, 32, 16)):\n    M, K = a.shape\n    N = b.shape[1]\n    c = torch.empty((M, N), device=a.device, dtype=a.dtype)\n    bm, bn, bk = block\n    matmul_kernel[(triton.cdiv(M, bm) * triton.cdiv(N, bn),)](a, b, c, M, N, K, *a.stride(), *b.stride(), *c.stride(),\n                                                              BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)\n    return c',
+            # the shapes used as strides: right only for contiguous inputs
+            '@triton.jit\ndef matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sam, sak, sbk, sbn, scm, scn,\n                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):\n    pid = tl.program_id(0)\n    pid_m = pid // tl.cdiv(N, BLOCK_N)\n    pid_n = pid % tl.cdiv(N, BLOCK_N)\n    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)\n    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)\n    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)\n    for k in range(0, K, BLOCK_K):\n        rk = k + tl.arange(0, BLOCK_K)\n        a = tl.load(a_ptr + rm[:, None] * K + rk[None, :], mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)\n        b = tl.load(b_ptr + rk[:, None] * N + rn[None, :], mask=(rk[:, None] < K) & (rn[None, :] < N), other=0.0)\n        acc = tl.dot(a, b, acc, input_precision="ieee")\n    c_mask = (rm[:, None] < M) & (rn[None, :] < N)\n    tl.store(c_ptr + rm[:, None] * scm + rn[None, :] * scn, acc.to(c_ptr.dtype.element_ty), mask=c_mask)\n\n\ndef my_matmul(a, b, block=(32, 32, 16)):\n    M, K = a.shape\n    N = b.shape[1]\n    c = torch.empty((M, N), device=a.device, dtype=a.dtype)\n    bm, bn, bk = block\n    matmul_kernel[(triton.cdiv(M, bm) * triton.cdiv(N, bn),)](a, b, c, M, N, K, *a.stride(), *b.stride(), *c.stride(),\n                                                              BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)\n    return c',
+            # the tile column taken modulo the number of tile rows: some tiles computed twice, some never
+            '@triton.jit\ndef matmul_kernel(a_ptr, b_ptr, c_ptr, M, N, K, sam, sak, sbk, sbn, scm, scn,\n                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):\n    pid = tl.program_id(0)\n    pid_m = pid // tl.cdiv(N, BLOCK_N)\n    pid_n = pid % tl.cdiv(M, BLOCK_M)\n    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)\n    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)\n    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)\n    for k in range(0, K, BLOCK_K):\n        rk = k + tl.arange(0, BLOCK_K)\n        a = tl.load(a_ptr + rm[:, None] * sam + rk[None, :] * sak, mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)\n        b = tl.load(b_ptr + rk[:, None] * sbk + rn[None, :] * sbn, mask=(rk[:, None] < K) & (rn[None, :] < N), other=0.0)\n        acc = tl.dot(a, b, acc, input_precision="ieee")\n    c_mask = (rm[:, None] < M) & (rn[None, :] < N)\n    tl.store(c_ptr + rm[:, None] * scm + rn[None, :] * scn, acc.to(c_ptr.dtype.element_ty), mask=c_mask)\n\n\ndef my_matmul(a, b, block=(32, 32, 16)):\n    M, K = a.shape\n    N = b.shape[1]\n    c = torch.empty((M, N), device=a.device, dtype=a.dtype)\n    bm, bn, bk = block\n    matmul_kernel[(triton.cdiv(M, bm) * triton.cdiv(N, bn),)](a, b, c, M, N, K, *a.stride(), *b.stride(), *c.stride(),\n                                                              BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk)\n    return c'],
     },
     "05-pruning": {
         "ex1-magnitude": [  # signed values, not magnitudes: the most negative weights go

@@ -2,7 +2,7 @@
 
 A percentage of peak means nothing until you say which peak. The kit shows two:
 - the datasheet figure (DATASHEETS, copied from the NVIDIA A100 and H100 datasheets quoted
-  in the course's lecture decks), and
+  in the course's lecture decks, and the H200's, the GPU of the kit's recordings), and
 - the measured peak of the machine at hand: a large matmul per dtype (FLOP/s) and a large
   device-to-device copy (bytes/s), measured once and cached per machine.
 """
@@ -37,13 +37,18 @@ DATASHEETS: dict[str, dict[str, float]] = {
     "H100 NVL": {"fp64": 30 * T, "fp64_tensor": 60 * T, "fp32": 60 * T, "tf32": 417.5 * T,
                  "bf16": 835.5 * T, "fp16": 835.5 * T, "fp8": 1670.5 * T, "int8": 1670.5 * T,
                  "mem_bytes_per_s": 3.9e12, "tdp_w": 400},
+    # NVIDIA H200 Tensor Core GPU datasheet: the H100 SXM's GH100 and its compute, with 141 GB of
+    # HBM3e at 4.8 TB/s (the kit's GPU recordings in data/measurements are from an H200).
+    "H200 SXM": {"fp64": 34 * T, "fp64_tensor": 67 * T, "fp32": 67 * T, "tf32": 494.5 * T,
+                 "bf16": 989.5 * T, "fp16": 989.5 * T, "fp8": 1979 * T, "int8": 1979 * T,
+                 "mem_bytes_per_s": 4.8e12, "tdp_w": 700},
 }
 
 
 def datasheet(name: str) -> dict[str, float] | None:
     """The datasheet entry matching a device name such as torch.cuda.get_device_name().
 
-    "NVIDIA H100 80GB HBM3" -> "H100 SXM"; "NVIDIA H100 NVL" -> "H100 NVL";
+    "NVIDIA H100 80GB HBM3" -> "H100 SXM"; "NVIDIA H100 NVL" -> "H100 NVL"; "NVIDIA H200" -> "H200 SXM";
     "NVIDIA A100-SXM4-80GB" -> "A100 80GB SXM"; "NVIDIA A100 80GB PCIe" -> "A100 80GB PCIe".
     None when the kit has no datasheet for that exact product (every CPU; GPUs and variants
     the decks do not tabulate, such as the H100 PCIe or the A100 40GB; a MIG slice, which has
@@ -54,6 +59,8 @@ def datasheet(name: str) -> dict[str, float] | None:
     n = name.upper()
     if "MIG" in n.split():
         return None
+    if "H200" in n:
+        return None if "NVL" in n else DATASHEETS["H200 SXM"]
     if "H100" in n:
         if "NVL" in n:
             return DATASHEETS["H100 NVL"]

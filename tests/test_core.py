@@ -95,6 +95,8 @@ def test_datasheets_match_the_decks():
     assert hw.datasheet("NVIDIA H100 NVL")["mem_bytes_per_s"] == 3.9e12
     assert hw.datasheet("NVIDIA A100-SXM4-80GB")["fp16"] == 312e12
     assert hw.datasheet("NVIDIA A100 80GB PCIe")["mem_bytes_per_s"] == 1.935e12
+    assert hw.datasheet("NVIDIA H200")["mem_bytes_per_s"] == 4.8e12 and hw.datasheet("NVIDIA H200")["bf16"] == 989.5e12
+    assert hw.datasheet("NVIDIA H200 NVL") is None, "the NVL board has lower clocks: no peak rather than a wrong one"
     assert hw.datasheet("Intel(R) Xeon(R)") is None
     # variants the decks do not tabulate get no peak rather than a wrong one
     for name in ("NVIDIA H100 PCIe", "NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB", "NVIDIA H100 80GB HBM3 MIG 1g.10gb"):

@@ -156,11 +156,11 @@ def fig_sweep():
 
 def fig_peaks():
     p = H200["results"]["peaks"]
-    sheet = hw.DATASHEETS["H100 SXM"]
+    sheet = hw.DATASHEETS["H200 SXM"]
     dtypes = ["fp32", "tf32", "fp16", "bf16"]
     fig, ax = plt.subplots(figsize=(8, 3.2))
     xs = np.arange(len(dtypes))
-    ax.bar(xs - 0.2, [sheet[d] / 1e12 for d in dtypes], 0.4, label="H100 SXM datasheet, dense", color="#8d96a3")
+    ax.bar(xs - 0.2, [sheet[d] / 1e12 for d in dtypes], 0.4, label="H200 SXM datasheet, dense", color="#8d96a3")
     ax.bar(xs + 0.2, [p["matmul_flop_per_s"][d] / 1e12 for d in dtypes], 0.4, label="H200 measured (8192³ matmul)")
     for i, d in enumerate(dtypes):
         got = p["matmul_flop_per_s"][d]

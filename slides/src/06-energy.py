@@ -109,14 +109,14 @@ def fig_window():
 def fig_pj():
     rec = _energy_record()
     sweep, prov = rec["results"]["matmul_sweep"], rec["provenance"]
-    h100 = hw.DATASHEETS["H100 SXM"]
+    h200 = hw.DATASHEETS["H200 SXM"]
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
     for dtype, mark in (("float32", "s-"), ("float16", "o-")):
         rows = [r for r in sweep if r["dtype"] == dtype]
         ax.plot([r["n"] for r in rows], [1e12 * r["joules_per_flop"] for r in rows], mark, label=f"{dtype}, measured (NVML counter)")
     for key, ls in (("fp32", ":"), ("fp16", "--")):
-        ax.axhline(1e12 * h100["tdp_w"] / h100[key], color="gray", ls=ls, lw=1,
-                   label=f"H100 SXM datasheet, {key} peak at 700 W")
+        ax.axhline(1e12 * h200["tdp_w"] / h200[key], color="gray", ls=ls, lw=1,
+                   label=f"H200 SXM datasheet, {key} peak at 700 W")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set(xlabel="matrix size n (n × n · n × n)", ylabel="energy per FLOP [pJ]",

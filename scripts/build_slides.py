@@ -8,7 +8,8 @@
 A source is Markdown: a line `---` starts a new slide, a line `Note:` starts the speaker notes of
 the slide (shown with the `s` key), and `![caption](fig:NAME)` is a figure: the function
 `fig_NAME()` of slides/src/<lab>.py returns it as a matplotlib figure, drawn with labkit from the
-same code (or recorded measurements, with their provenance) the lab uses. The build folder is
+same code (or recorded measurements, with their provenance) the lab uses. Figures are drawn with
+torch on one thread (timings steadier on a shared machine). The build folder is
 self-contained: the decks, their figures, and reveal.js copied from slides/vendor/. It opens from
 disk with no network. manifest.json lists each deck's slide count.
 """
@@ -82,6 +83,19 @@ def figures(src: Path) -> dict:
     return {name[4:]: fn for name, fn in vars(module).items() if name.startswith("fig_") and callable(fn)}
 
 
+def _on_one_thread(fn):
+    """fn() with torch on one thread, restored after. Figures that time work on the CPU say "one
+    core": on a shared build machine two threads that wait for each other can be slowed a
+    hundredfold by another job, one thread only a few times. Ranks and workers set their own."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def render(src: Path, out: Path) -> int:
     """Write out/<stem>.html and its figures; return the slide count."""
     from labkit.plots import use_style
@@ -100,7 +114,7 @@ def render(src: Path, out: Path) -> int:
             if name not in FIGURES:
                 raise ValueError(f"{src.name}, slide {i + 1}: no figure named {name!r} "
                                  f"(fig_NAME functions in {src.with_suffix('.py').name}: {sorted(FIGURES)})")
-            fig = FIGURES[name]()
+            fig = _on_one_thread(FIGURES[name])
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
             plt.close(fig)

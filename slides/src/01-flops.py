@@ -1,7 +1,6 @@
 """Figures of the 01-flops deck: FLOP from labkit.flops' formulas and from torch's counter, this
 machine's CPU timed briefly at build time (every timing time-boxed), and the H200 peaks and kernel
 rates recorded in data/measurements/kernels-nvidia-h200.json."""
-import contextlib
 import functools
 from types import SimpleNamespace
 
@@ -19,24 +18,11 @@ H200 = record.load("kernels-nvidia-h200")
 H200_DATE = H200["provenance"]["date"][:10]
 
 
-@contextlib.contextmanager
-def _one_core():
-    """Time on one thread: on a shared 2-core build machine, two threads that wait for each other
-    can be slowed a hundredfold by another job; one thread is slowed at most a few times."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @functools.lru_cache(maxsize=None)
 def _cpu():
     """One core of this CPU, measured once per build and shared by the figures: a matmul sweep (fp32),
     the lab's roofline ops at sizes that keep the build short, and the copy bandwidth, all time-boxed."""
-    with _one_core():
-        return _measure_cpu()
+    return _measure_cpu()
 
 
 def _measure_cpu():
@@ -127,8 +113,7 @@ def fig_counter():
 def fig_timing():
     seed_everything(0)
     x = torch.randn(256, 1024)
-    with _one_core():
-        t = benchmark(lambda: torch.softmax(x, -1), device="cpu", warmup=0, min_repeats=60, max_repeats=60, min_time_s=0)
+    t = benchmark(lambda: torch.softmax(x, -1), device="cpu", warmup=0, min_repeats=60, max_repeats=60, min_time_s=0)
     us = np.array(t.times_s) * 1e6
     fig, ax = plt.subplots(figsize=(6.5, 3.0))
     ax.plot(range(1, len(us) + 1), us, "o", ms=4, label="one call")
@@ -204,8 +189,7 @@ def fig_roof_cpu():
 def fig_movement():
     seed_everything(0)
     layer = F.EncoderLayer(128, 4, 512)
-    with _one_core():
-        shares = F.class_shares(F.profile_ops(layer, torch.randn(2, 64, 128), iters=4))
+    shares = F.class_shares(F.profile_ops(layer, torch.randn(2, 64, 128), iters=4))
     paper = {"tensor contraction": (99.80, 61.0), "statistical normalization": (0.17, 25.5),
              "element-wise": (0.03, 13.5), "other": (0.0, 0.0)}
     classes = list(F.CLASSES)

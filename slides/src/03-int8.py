@@ -4,7 +4,6 @@ The weights are the tiny GPT's own (data/tiny_gpt, read with safetensors: no tra
 the activations are synthetic, made like the ones students find in all-MiniLM-L6-v2 (a few feature
 channels far larger than the rest, the same channels in every token), and labelled as such.
 """
-import contextlib
 import functools
 
 import matplotlib.pyplot as plt
@@ -16,18 +15,6 @@ from labkit.quant import int8 as Q
 from labkit.seed import seed_everything
 
 OUTLIERS = {17: 10.0, 90: 6.0, 151: 6.0, 230: 4.0}   # channel -> how many times the others' spread
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Compute on one torch thread: on a shared 2-core box, two threads fighting over the cores make
-    small products many times slower (and timings noisy)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,8 +51,7 @@ def _layer() -> nn.Linear:
 def fig_weights():
     w, _ = _weights()
     names = list(w)
-    with _one_thread():
-        err = {g: [Q.relative_error(w[n], Q.fake_quant(w[n], g)) for n in names] for g in ("tensor", "channel")}
+    err = {g: [Q.relative_error(w[n], Q.fake_quant(w[n], g)) for n in names] for g in ("tensor", "channel")}
     fig, ax = plt.subplots(figsize=(8.5, 3.3))
     xs = torch.arange(len(names)).float()
     ax.bar(xs - 0.2, err["tensor"], 0.4, label="one scale per tensor")
@@ -80,11 +66,10 @@ def fig_zeropoint():
     seed_everything(0)
     relu = torch.relu(torch.randn(512, 512))
     mixed = torch.randn(512, 512) * torch.logspace(-1, 1, 512)[:, None]    # tokens from 0.1 to 10 in size
-    with _one_thread():
-        cases = [("ReLU output (all ≥ 0)", ["symmetric", "zero-point"],
-                  [Q.relative_error(relu, Q.fake_quant(relu)), Q.relative_error(relu, Q.fake_quant(relu, symmetric=False))]),
-                 ("tokens of mixed size (0.1 to 10)", ["per tensor", "per token"],
-                  [Q.relative_error(mixed, Q.fake_quant(mixed)), Q.relative_error(mixed, Q.fake_quant(mixed, "token"))])]
+    cases = [("ReLU output (all ≥ 0)", ["symmetric", "zero-point"],
+              [Q.relative_error(relu, Q.fake_quant(relu)), Q.relative_error(relu, Q.fake_quant(relu, symmetric=False))]),
+             ("tokens of mixed size (0.1 to 10)", ["per tensor", "per token"],
+              [Q.relative_error(mixed, Q.fake_quant(mixed)), Q.relative_error(mixed, Q.fake_quant(mixed, "token"))])]
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 2.9))
     for ax, (title, labels, errs) in zip(axes, cases):
         ax.bar(labels, errs, color=["C1", "C0"], width=0.55)
@@ -143,7 +128,7 @@ def fig_schemes():
              "SmoothQuant, per token", "LLM.int8 (threshold 6)"]
     fig, ax = plt.subplots(figsize=(8.5, 3.4))
     ys = torch.arange(len(names)).float()
-    with torch.no_grad(), _one_thread():
+    with torch.no_grad():
         for k, (label, outl) in enumerate([("without outlier channels", False), ("with 4 outlier channels", True)]):
             stats = _acts(512, seed=1, outliers=outl).abs().amax(0)      # calibration: other tokens, same kind
             layers = [Q.W8A8Linear(lin, "channel", None), Q.W8A8Linear(lin, "channel", "tensor"),
@@ -175,13 +160,12 @@ def fig_speed():
     from labkit.device import cpu_name
     seed_everything(0)
     sizes, t8, tf = [128, 256, 512], [], []
-    with _one_thread():                 # one core: steadier on a shared 2-core box
-        for n in sizes:
-            a8, b8 = (torch.randint(-127, 128, (n, n), dtype=torch.int8) for _ in range(2))
-            af, bf = a8.float(), b8.float()
-            kw = dict(device="cpu", warmup=1, min_repeats=5, min_time_s=0.04, max_repeats=40)
-            t8.append(min(benchmark(lambda: torch._int_mm(a8, b8), **kw).times_s))
-            tf.append(min(benchmark(lambda: af @ bf, **kw).times_s))
+    for n in sizes:
+        a8, b8 = (torch.randint(-127, 128, (n, n), dtype=torch.int8) for _ in range(2))
+        af, bf = a8.float(), b8.float()
+        kw = dict(device="cpu", warmup=1, min_repeats=5, min_time_s=0.04, max_repeats=40)
+        t8.append(min(benchmark(lambda: torch._int_mm(a8, b8), **kw).times_s))
+        tf.append(min(benchmark(lambda: af @ bf, **kw).times_s))
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     ax.plot(sizes, [2 * n**3 / t / 1e9 for n, t in zip(sizes, tf)], "o-", label="fp32 matmul")
     ax.plot(sizes, [2 * n**3 / t / 1e9 for n, t in zip(sizes, t8)], "s-", label="int8 × int8 → int32 (torch._int_mm)")

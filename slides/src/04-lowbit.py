@@ -6,7 +6,6 @@ through ln_1), computed without importing transformers; the BitNet curves are th
 data/bitnet_gpt. Each figure computes with one torch thread: on a shared 2-core box, two threads
 that fight over the cores make small products many times slower.
 """
-import contextlib
 import functools
 import json
 
@@ -17,16 +16,6 @@ from labkit.data import DATA
 from labkit.quant import bitnet, kbit
 from labkit.quant.int8 import relative_error
 from labkit.seed import seed_everything
-
-
-@contextlib.contextmanager
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 @functools.lru_cache(maxsize=1)
@@ -99,13 +88,12 @@ def fig_bits():
         num = sum(((w - fq(w)) ** 2).sum() for w in ws)
         return (num / sum((w ** 2).sum() for w in ws)).sqrt().item()
 
-    with _one_thread():
-        ints = [(g, kbit.bits_per_param("int4", group=g), model_error(lambda w, g=g: kbit.fake_quant_int4(w, g)))
-                for g in (256, 128, 64, 32)]
-        others = [("INT4 symmetric, g128", kbit.bits_per_param("int4-sym", group=128),
-                   model_error(lambda w: kbit.fake_quant_int4(w, 128, symmetric=True))),
-                  ("FP4, blocks of 64", kbit.bits_per_param("fp4"), model_error(kbit.fake_quant_fp4)),
-                  ("NF4, blocks of 64", kbit.bits_per_param("nf4"), model_error(kbit.fake_quant_nf4))]
+    ints = [(g, kbit.bits_per_param("int4", group=g), model_error(lambda w, g=g: kbit.fake_quant_int4(w, g)))
+            for g in (256, 128, 64, 32)]
+    others = [("INT4 symmetric, g128", kbit.bits_per_param("int4-sym", group=128),
+               model_error(lambda w: kbit.fake_quant_int4(w, 128, symmetric=True))),
+              ("FP4, blocks of 64", kbit.bits_per_param("fp4"), model_error(kbit.fake_quant_fp4)),
+              ("NF4, blocks of 64", kbit.bits_per_param("nf4"), model_error(kbit.fake_quant_nf4))]
     fig, ax = plt.subplots(figsize=(8, 3.4))
     ax.plot([b for _, b, _ in ints], [e for _, _, e in ints], "o-", color="C0", label="INT4 with a zero point, groups of g")
     for g, b, e in ints:
@@ -127,9 +115,8 @@ def fig_gptq():
         return ((x @ (w - q).t()).norm() / (x @ w.t()).norm()).item()
 
     bits = [2, 3, 4]
-    with _one_thread():
-        rtn = [out_err(kbit.rtn_quantize(w, b, 128)) for b in bits]
-        gptq = [out_err(kbit.gptq_quantize(w, H, b, 128)) for b in bits]
+    rtn = [out_err(kbit.rtn_quantize(w, b, 128)) for b in bits]
+    gptq = [out_err(kbit.gptq_quantize(w, H, b, 128)) for b in bits]
     fig, ax = plt.subplots(figsize=(7.5, 3.3))
     xs = torch.arange(len(bits)).float()
     for k, (label, vals) in enumerate([("round to nearest (RTN)", rtn), ("GPTQ", gptq)]):
@@ -197,19 +184,17 @@ def fig_product():
     x = torch.randn(tokens, in_f)
     w = codes.float() * gamma
     xq, s, _ = quantize(x, "token")
-    with _one_thread():
-        index = bitnet.ternary_index(codes)
+    index = bitnet.ternary_index(codes)
     runs = {"fp32 matmul\n(BLAS)": lambda: x @ w.t(),
             "int8 × int8\n→ int32": lambda: int8_matmul(xq, codes).float() * s * gamma,
             "add-only\n(ternary_matmul)": lambda: bitnet.ternary_matmul(x, codes, gamma, index=index)}
-    with _one_thread():
-        # the same product three ways (torch.allclose: torch.testing imports torch.distributed, 2 s)
-        ref = runs["fp32 matmul\n(BLAS)"]()
-        for k, fn in runs.items():
-            if not torch.allclose(fn(), ref, atol=0.05 * ref.abs().max().item() if "int8" in k else 1e-4, rtol=1e-4):
-                raise AssertionError(f"{k!r} differs from the fp32 product")
-        t = {k: min(benchmark(fn, device="cpu", warmup=1, min_repeats=5, min_time_s=0.03, max_repeats=30).times_s)
-             for k, fn in runs.items()}
+    # the same product three ways (torch.allclose: torch.testing imports torch.distributed, 2 s)
+    ref = runs["fp32 matmul\n(BLAS)"]()
+    for k, fn in runs.items():
+        if not torch.allclose(fn(), ref, atol=0.05 * ref.abs().max().item() if "int8" in k else 1e-4, rtol=1e-4):
+            raise AssertionError(f"{k!r} differs from the fp32 product")
+    t = {k: min(benchmark(fn, device="cpu", warmup=1, min_repeats=5, min_time_s=0.03, max_repeats=30).times_s)
+         for k, fn in runs.items()}
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     bars = ax.bar(list(t), [1e6 * v for v in t.values()], color=["C0", "C2", "C1"])
     ax.bar_label(bars, [f"{1e6 * v:,.0f} µs" for v in t.values()], fontsize=8)

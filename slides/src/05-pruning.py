@@ -3,7 +3,6 @@
 this CPU, and the 2:4 speed-ups recorded on an NVIDIA H200 (data/measurements/sparse-2-4-nvidia-h200.json)."""
 import copy
 import time
-from contextlib import contextmanager
 from functools import lru_cache
 
 import matplotlib.pyplot as plt
@@ -15,17 +14,6 @@ from labkit import data, models, prune, record
 from labkit.seed import seed_everything
 
 N_EVAL = 250   # test images for the accuracy figure: a subset, so the deck builds in seconds
-
-
-@contextmanager
-def _one_thread():
-    """One torch thread: steadier timings on a shared 2-core box (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @lru_cache(maxsize=None)
@@ -127,11 +115,10 @@ def fig_accuracy():
               ("structured: 25/50/75 % of filters", "^--", [_channels(f) for f in (0.25, 0.5, 0.75)]),
               ("2:4 (conv1 dense)", "D", [_two_four()])]
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    with _one_thread():
-        dense = models.accuracy(cnn, x, y)
-        for label, style, ms in curves:
-                    ax.plot([100 * _removed(m, cnn) for m in ms], [100 * models.accuracy(m, x, y) for m in ms], style,
-                    ms=10 if style == "D" else 7, mfc="none" if style == "D" else None, mew=2, label=label)
+    dense = models.accuracy(cnn, x, y)
+    for label, style, ms in curves:
+                ax.plot([100 * _removed(m, cnn) for m in ms], [100 * models.accuracy(m, x, y) for m in ms], style,
+                ms=10 if style == "D" else 7, mfc="none" if style == "D" else None, mew=2, label=label)
     ax.axhline(100 * dense, color="black", lw=1, ls=":", label=f"dense {dense:.1%}")
     ax.set(xlabel="parameters removed [%]", ylabel="test accuracy [%]", ylim=(0, 100),
            title=f"SmallCNN, no fine-tuning ({N_EVAL} of the 2000 test images)")
@@ -155,7 +142,7 @@ def fig_latency():
     xb = _test(64)[0]
     variants = {"dense": cnn, "unstructured 90 %\n(stored dense)": _global(0.9),
                 "2:4\n(stored dense)": _two_four(), "structured:\n50 % of filters": _channels(0.5)}
-    with torch.inference_mode(), _one_thread():
+    with torch.inference_mode():
         for m in variants.values():
             m(xb)                                   # warm-up
         ms = {name: _cpu_ms(lambda: m(xb)) for name, m in variants.items()}
@@ -196,8 +183,7 @@ def fig_storage():
 
 def fig_csr():
     seed_everything(0)
-    with _one_thread():
-        sweep = prune.sparse_dense_sweep(512, [0.5, 0.7, 0.8, 0.9, 0.99], batch=64, min_time_s=0.01)
+    sweep = prune.sparse_dense_sweep(512, [0.5, 0.7, 0.8, 0.9, 0.99], batch=64, min_time_s=0.01)
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
     ax.plot([100 * r["sparsity"] for r in sweep], [r["speedup"] for r in sweep], "o-")
     ax.axhline(1.0, color="black", lw=1)

@@ -2,7 +2,6 @@
 datasheets, cost_eur, co2_kg), the NVML recording made on an NVIDIA H200 (data/measurements/
 energy-nvidia-h200.json), sensor windows (min_window_s), simulated sensors (averaged_power, burst_energy,
 part_time_power), and joules per inference measured on this machine by EnergyMeter (which says how)."""
-from contextlib import contextmanager
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,16 +32,6 @@ def _short(v: float) -> str:
 
 def _energy_record():
     return record.load("energy-nvidia-h200")
-
-
-@contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def fig_scale():
@@ -132,7 +121,7 @@ def fig_per_inference():
     x = data.load_fashion_mnist().tensors("test")[0][:64]
     variants = {"CNN dense": cnn, "CNN, 50 % of filters removed\n(lab 05, structured)": prune.prune_cnn_channels(cnn, 0.5)}
     mj, method = {}, None
-    with torch.inference_mode(), _one_thread():
+    with torch.inference_mode():
         for name, m in variants.items():
             m(x)                                          # warm-up, outside the window
             with meter.window(name) as w:

@@ -15,20 +15,6 @@ MiB = 2**20
 H100 = 96e9                                    # bytes of one H100 in the UMD lecture's figures
 
 
-def _one_thread(fn):
-    """Run a figure on one torch thread: these tensors are small, and two threads on a busy 2-core
-    machine can make a step a hundred times slower. The thread count is restored afterwards."""
-    @functools.wraps(fn)
-    def wrapped():
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return fn()
-        finally:
-            torch.set_num_threads(threads)
-    return wrapped
-
-
 def _step(model, ids, every=0):
     """Forward, next-token loss and backward of one step (the lab's train_step, fp32)."""
     logits = model(ids, run_blocks=lambda blocks, x: M.checkpointed(blocks, x, every))
@@ -72,7 +58,6 @@ def fig_state():
     return fig
 
 
-@_one_thread
 def fig_peak():
     cfg, model, ids = _small()
     n_params = sum(p.numel() for p in model.parameters())
@@ -90,7 +75,6 @@ def fig_peak():
     return fig
 
 
-@_one_thread
 def fig_activations():
     seed_everything(0)
     b, d, heads = 2, 64, 4
@@ -115,7 +99,6 @@ def fig_activations():
     return fig
 
 
-@_one_thread
 def fig_grads():
     seed_everything(0)
     model = M.Stack(layers=4, d=256, heads=4, vocab=4096, context=256)   # the lab's model, as initialised
@@ -143,7 +126,6 @@ def fig_grads():
     return fig
 
 
-@_one_thread
 def fig_checkpoint():
     cfg, model, ids = _small()
     choices = [0, 1, 2, 4, 8]

@@ -61,15 +61,20 @@ def format_energy(joules: float) -> str:
 # ---------------------------------------------------------------- the arithmetic of readings
 
 
-def integrate_power(times_s, watts) -> float:
-    """Energy (J) of a power trace by the trapezoid rule: Σ (P_i + P_{i+1}) / 2 · (t_{i+1} - t_i)."""
+def _trace(times_s, watts) -> tuple[list, list]:
     times_s, watts = list(times_s), list(watts)
-    if len(times_s) != len(watts):
-        raise ValueError(f"times_s and watts must have equal length, got {len(times_s)} and {len(watts)}")
-    if len(times_s) < 2:
-        raise ValueError("a power trace needs at least 2 samples to integrate")
+    if len(times_s) != len(watts) or not times_s:
+        raise ValueError(f"times_s and watts must be non-empty and of equal length, got {len(times_s)} and {len(watts)}")
     if any(b < a for a, b in zip(times_s, times_s[1:])):
         raise ValueError("times_s must be non-decreasing")
+    return times_s, watts
+
+
+def integrate_power(times_s, watts) -> float:
+    """Energy (J) of a power trace by the trapezoid rule: Σ (P_i + P_{i+1}) / 2 · (t_{i+1} - t_i)."""
+    times_s, watts = _trace(times_s, watts)
+    if len(times_s) < 2:
+        raise ValueError("a power trace needs at least 2 samples to integrate")
     return sum((p0 + p1) / 2 * (t1 - t0) for t0, t1, p0, p1 in zip(times_s, times_s[1:], watts, watts[1:]))
 
 
@@ -272,15 +277,6 @@ def min_window_s(update_period_s: float, resolution_j: float, watts: float, max_
 
 
 # ---------------------------------------------------------------- how sensors see power
-
-
-def _trace(times_s, watts) -> tuple[list, list]:
-    times_s, watts = list(times_s), list(watts)
-    if len(times_s) != len(watts) or not times_s:
-        raise ValueError(f"times_s and watts must be non-empty and of equal length, got {len(times_s)} and {len(watts)}")
-    if any(b < a for a, b in zip(times_s, times_s[1:])):
-        raise ValueError("times_s must be non-decreasing")
-    return times_s, watts
 
 
 def averaged_power(times_s, watts, window_s: float) -> list[float]:
